@@ -1,0 +1,89 @@
+"""Budget tiers: how much utility a caller gives up per unit of cost."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import msgspec
+
+from policies.errors import ConfigError
+
+__all__ = ["DEFAULT_TIERS", "Tier", "parse_tiers"]
+
+TierName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A budget preference.
+
+    ``cost_weight`` is λ, the utility lost per unit of cost (the task's cost unit).
+    ``objective_weights`` weight the reward objectives for Best-of-N (None: equal weights).
+    ``max_n`` and ``max_cost`` are hard caps on one request's fan-out.
+
+    ``Tier("standard", cost_weight=0.2)``
+    """
+
+    name: TierName
+    cost_weight: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    objective_weights: dict[str, float] | None = None
+    max_n: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_cost: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.cost_weight):
+            raise ValueError(f"tier {self.name!r}: cost_weight must be finite")
+        if self.objective_weights is not None:
+            for key, weight in self.objective_weights.items():
+                if not math.isfinite(weight):
+                    raise ValueError(f"tier {self.name!r}: objective weight {key!r} must be finite")
+
+    def cap_n(self, n: int, cost_per_sample: float | None = None) -> int:
+        """The largest N ≤ ``n`` this tier allows (at least 1).
+
+        ``max_cost`` caps N only when the cost of one sample is known in advance.
+        """
+        capped = n if self.max_n is None else min(n, self.max_n)
+        if self.max_cost is not None and cost_per_sample is not None and cost_per_sample > 0:
+            capped = min(capped, int(self.max_cost // cost_per_sample))
+        return max(1, capped)
+
+
+DEFAULT_TIERS: tuple[Tier, ...] = (
+    Tier("economy", cost_weight=1.0),
+    Tier("standard", cost_weight=0.2),
+    Tier("premium", cost_weight=0.0),
+)
+
+
+def parse_tiers(spec: str) -> tuple[Tier, ...]:
+    """Parse the CLI form ``economy=1.0,standard=0.2,premium=0``.
+
+    Raises ConfigError naming the bad entry.
+    """
+    tiers: list[Tier] = []
+    seen: set[str] = set()
+    for raw in spec.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, sep, weight_text = entry.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"tier {entry!r}: expected NAME=COST_WEIGHT, e.g. standard=0.2")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise ConfigError(
+                f"tier {name!r}: cost weight {weight_text.strip()!r} is not a number"
+            ) from None
+        if name in seen:
+            raise ConfigError(f"tier {name!r} is given twice")
+        try:
+            tiers.append(msgspec.convert({"name": name, "cost_weight": weight}, Tier))
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"tier {name!r}: {exc}") from None
+        seen.add(name)
+    if not tiers:
+        raise ConfigError("no tiers given; expected e.g. economy=1.0,standard=0.2,premium=0")
+    return tuple(tiers)
