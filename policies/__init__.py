@@ -56,8 +56,10 @@ from policies.store import (
     SqlitePolicyStore,
     StoredPolicy,
 )
+from policies.taskfile import DatasetRow, DatasetSpec, TaskFile, load_dataset, load_task_file
 from policies.tasks import QUESTION_SLOT, PromptCandidate, Strategy, TaskSpec, question_of
 from policies.tiers import DEFAULT_TIERS, Tier, parse_tiers
+from policies.upstream import UpstreamSpec
 from policies.utility import majority_credit, utility
 
 __all__ = [
@@ -71,6 +73,8 @@ __all__ = [
     "BudgetError",
     "BudgetSpent",
     "ConfigError",
+    "DatasetRow",
+    "DatasetSpec",
     "Extractor",
     "ExtractorSpec",
     "IapoError",
@@ -95,12 +99,14 @@ __all__ = [
     "StoreError",
     "StoredPolicy",
     "Strategy",
+    "TaskFile",
     "TaskSpec",
     "Tier",
     "TierPolicy",
     "UnknownTask",
     "UnknownTier",
     "UpstreamError",
+    "UpstreamSpec",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "apply_migrations",
@@ -108,7 +114,9 @@ __all__ = [
     "decode_policy",
     "encode_policy",
     "library_versions",
+    "load_dataset",
     "load_policy",
+    "load_task_file",
     "majority_credit",
     "majority_vote",
     "make_extractor",

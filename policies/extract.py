@@ -48,6 +48,15 @@ class ExtractorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.kind == "option_letter" and not re.fullmatch(r"[A-Za-z]+", self.options):
             raise ValueError("extractor 'options' must be letters, e.g. 'ABCD'")
 
+    def normalize(self, gold: str) -> str | None:
+        """A gold answer in the form this extractor's answers take, so they compare equal."""
+        if self.kind == "option_letter":
+            letter = gold.strip().strip("().").strip().upper()
+            return letter or None
+        if self.kind == "last_number":
+            return _canonical_number(gold.strip().strip("$.").strip()) or normalize_answer(gold)
+        return normalize_answer(gold, case_sensitive=self.case_sensitive)
+
 
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])|(?<![\w.])-?\.\d+")
 _TEXT_WRAPPERS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
