@@ -1,0 +1,138 @@
+"""What the fault-injecting upstream does to each request: a fault plan.
+
+A plan is either a scripted sequence (``script=("reset", "ok")``: the first chat request
+gets a connection reset, the second a normal answer) or a seeded probabilistic mix, or
+both (the script first, then the mix)::
+
+    FaultPlan(latency_ms=20, error_rates={429: 0.02, 503: 0.01}, reset_prob=0.01)
+
+A single request can also name its fault itself, which is how a test reaches one sample
+through the proxy: a ``[[fault:KIND]]`` marker anywhere in the messages, or an
+``x-fault: KIND`` request header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Annotated, Literal, get_args
+
+import msgspec
+import numpy as np
+
+__all__ = ["FAULT_KINDS", "FaultKind", "FaultPlan", "fault_from_marker", "pick_fault"]
+
+FaultKind = Literal[
+    "ok",  # a normal answer after the base latency
+    "spike",  # a normal answer after a latency spike
+    "hang",  # read the request, never answer (a timeout for the client)
+    "429",  # rate limited, with retry-after
+    "500",
+    "502",
+    "503",
+    "reset",  # TCP reset right after the request was read
+    "malformed",  # 200 with a body that is not valid JSON (or a bad SSE event)
+    "truncate",  # the body / stream is cut off and the connection closed
+    "stall",  # streams: some events, then silence until the client gives up
+]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+_MARKER = re.compile(r"\[\[fault:([a-z0-9]+)\]\]")
+
+
+class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the fault upstream treats chat-completion requests.
+
+    Latencies are in milliseconds. ``error_rates`` maps an HTTP status (429, 500, 502,
+    503) to its probability; the other ``*_prob`` fields are probabilities of their
+    fault kind; what is left of 1 answers normally. ``ignore_n`` answers one choice
+    whatever ``n`` asks; ``fewer_choices`` answers ⌈n/2⌉ choices when ``n`` > 1.
+    ``answers`` (weighted by ``answer_weights``) are what samples conclude, written
+    as ``The answer is \\boxed{A}.`` so a boxed or last-number extractor reads them.
+    ``hang_s`` bounds how long a hang or a stall lasts when the client never gives up.
+    """
+
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    jitter_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    spike_prob: Probability = 0.0
+    spike_ms: Annotated[float, msgspec.Meta(ge=0)] = 2000.0
+    error_rates: dict[int, Probability] = msgspec.field(default_factory=dict)
+    retry_after_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    hang_prob: Probability = 0.0
+    reset_prob: Probability = 0.0
+    malformed_prob: Probability = 0.0
+    truncate_prob: Probability = 0.0
+    stall_prob: Probability = 0.0
+    hang_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    ignore_n: bool = False
+    fewer_choices: bool = False
+    script: tuple[FaultKind, ...] = ()
+    answers: tuple[str, ...] = ("42",)
+    answer_weights: tuple[float, ...] | None = None
+    chunk_delay_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.error_rates) - {429, 500, 502, 503}
+        if unknown:
+            raise ValueError(f"error_rates: statuses must be 429/500/502/503, got {unknown}")
+        if sum(self.mix().values()) > 1.0 + 1e-9:
+            raise ValueError("fault probabilities add up to more than 1")
+        if not self.answers:
+            raise ValueError("answers must not be empty")
+        if self.answer_weights is not None and (
+            len(self.answer_weights) != len(self.answers) or min(self.answer_weights) < 0
+        ):
+            raise ValueError("answer_weights must be one non-negative weight per answer")
+
+    def mix(self) -> dict[str, float]:
+        """Probability of each fault kind other than ``ok``."""
+        mix: dict[str, float] = {str(status): p for status, p in self.error_rates.items()}
+        mix.update(
+            spike=self.spike_prob,
+            hang=self.hang_prob,
+            reset=self.reset_prob,
+            malformed=self.malformed_prob,
+            truncate=self.truncate_prob,
+            stall=self.stall_prob,
+        )
+        return {kind: p for kind, p in mix.items() if p > 0}
+
+    @classmethod
+    def uniform(cls, rate: float, *, include_hangs: bool = True, **kwargs: object) -> FaultPlan:
+        """A mix where ``rate`` of requests fail, spread evenly over the fault kinds.
+
+        ``include_hangs=False`` leaves out hangs and stalls (which last until the client's
+        deadline) for runs that must not wait on them.
+        """
+        kinds = ["429", "500", "502", "503", "reset", "malformed", "truncate", "spike"]
+        if include_hangs:
+            kinds += ["hang", "stall"]
+        share = rate / len(kinds)
+        rates = {int(k): share for k in kinds if k.isdigit()}
+        probs = {f"{k}_prob": share for k in kinds if not k.isdigit()}
+        return msgspec.convert({"error_rates": rates, **probs, **kwargs}, cls)
+
+
+def fault_from_marker(texts: Iterable[str]) -> FaultKind | None:
+    """The fault a request names with ``[[fault:KIND]]`` in its messages, if any."""
+    for text in texts:
+        match = _MARKER.search(text)
+        if match and match.group(1) in FAULT_KINDS:
+            return match.group(1)  # type: ignore[return-value]
+    return None
+
+
+def pick_fault(plan: FaultPlan, rng: np.random.Generator, index: int) -> FaultKind:
+    """The fault for the ``index``-th chat request (0-based) under ``plan``."""
+    if index < len(plan.script):
+        return plan.script[index]
+    mix = plan.mix()
+    if not mix:
+        return "ok"
+    draw = float(rng.random())
+    for kind, p in mix.items():
+        if draw < p:
+            return kind  # type: ignore[return-value]
+        draw -= p
+    return "ok"

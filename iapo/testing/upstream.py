@@ -1,0 +1,320 @@
+"""A fault-injecting OpenAI-compatible upstream on a loopback socket.
+
+It answers ``POST /v1/chat/completions`` (JSON and SSE streaming, ``n`` choices, usage)
+and ``GET /v1/models``, and misbehaves as its :class:`FaultPlan` says: latency spikes,
+hangs, 429 with ``retry-after``, 500/502/503, TCP resets, malformed JSON, truncated and
+stalled streams, ignoring ``n`` or returning fewer choices. It counts what it received
+and served, so a test can assert retries and cancellations::
+
+    async with FaultUpstream(FaultPlan(script=("503", "ok"))) as upstream:
+        ...  # point the proxy at upstream.base_url
+        assert upstream.stats.chat_requests == 2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from iapo.testing._http import BadRequest, Connection, Request
+from iapo.testing._openai import (
+    completion_body,
+    error_body,
+    message_texts,
+    sample_text,
+    stream_events,
+    token_count,
+)
+from iapo.testing.plan import FAULT_KINDS, FaultKind, FaultPlan, fault_from_marker, pick_fault
+
+__all__ = ["FaultStats", "FaultUpstream", "ReceivedRequest"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One chat request as the upstream saw it, and what it did with it."""
+
+    index: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+    fault: FaultKind
+    n: int
+    choices: int
+
+
+@dataclass(slots=True)
+class FaultStats:
+    """Live counters of a :class:`FaultUpstream`.
+
+    ``disconnected``: requests whose client closed the connection before the response
+    was complete (cancelled calls). ``completed``: responses sent in full.
+    ``choices_served``: choices in responses sent in full (what a client could bill).
+    """
+
+    connections: int = 0
+    requests: int = 0
+    chat_requests: int = 0
+    bad_requests: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    choices_served: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+
+
+class FaultUpstream:
+    """The server; an async context manager. ``base_url`` ends in ``/v1``."""
+
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        rng: np.random.Generator | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = "fault-model",
+        keep: int = 10_000,
+    ) -> None:
+        self._plan = plan or FaultPlan()
+        self._rng = rng if rng is not None else np.random.default_rng(0)
+        self._host = host
+        self._port = port
+        self.model = model
+        self.stats = FaultStats()
+        self.received: collections.deque[ReceivedRequest] = collections.deque(maxlen=keep)
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._script_index = 0
+        self._served_ids = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def plan(self) -> FaultPlan:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: FaultPlan) -> None:
+        """Swap the plan; its script starts from its first entry."""
+        self._plan = plan
+        self._script_index = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FaultUpstream is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connection, self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FaultUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def wait_idle(self) -> None:
+        """Return once no chat request is being handled (wrap in ``asyncio.timeout``)."""
+        await self._idle.wait()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.stats.connections += 1
+        conn = Connection(reader, writer)
+        try:
+            while True:
+                try:
+                    request = await conn.read_request()
+                except BadRequest as exc:
+                    self.stats.bad_requests += 1
+                    await conn.respond(400, error_body(400, str(exc)), {"connection": "close"})
+                    break
+                if request is None:
+                    break
+                self.stats.requests += 1
+                if not await self._dispatch(conn, request):
+                    break
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a test tool must never take the test process down
+            logger.exception("fault upstream: handler failed")
+        finally:
+            self._handlers.discard(task)
+            await conn.close()
+
+    async def _dispatch(self, conn: Connection, request: Request) -> bool:
+        """Serve one request; False when the connection must close afterwards."""
+        path = request.path.split("?", 1)[0].rstrip("/")
+        if request.method == "GET" and path.endswith("/models"):
+            body = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            return await conn.respond(200, msgspec.json.encode(body))
+        if request.method == "POST" and path.endswith("/chat/completions"):
+            self.stats.in_flight += 1
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            self._idle.clear()
+            try:
+                return await self._chat(conn, request)
+            finally:
+                self.stats.in_flight -= 1
+                if self.stats.in_flight == 0:
+                    self._idle.set()
+        return await conn.respond(404, error_body(404, f"no route {request.method} {path}"))
+
+    def _choose_fault(self, request: Request, texts: list[str]) -> FaultKind:
+        named = request.headers.get("x-fault")
+        if named in FAULT_KINDS:
+            return named  # type: ignore[return-value]
+        marked = fault_from_marker(texts)
+        if marked is not None:
+            return marked
+        index = self._script_index
+        self._script_index += 1
+        return pick_fault(self._plan, self._rng, index)
+
+    def _answers(self, count: int) -> list[str]:
+        plan = self._plan
+        weights = None
+        if plan.answer_weights is not None:
+            total = sum(plan.answer_weights)
+            weights = [w / total for w in plan.answer_weights]
+        picks = self._rng.choice(len(plan.answers), size=count, p=weights)
+        return [sample_text(plan.answers[int(i)]) for i in picks]
+
+    async def _chat(self, conn: Connection, request: Request) -> bool:
+        self.stats.chat_requests += 1
+        try:
+            body = msgspec.json.decode(request.body)
+        except msgspec.DecodeError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self.stats.bad_requests += 1
+            return await conn.respond(400, error_body(400, "body must be a JSON chat request"))
+        raw_n = body.get("n", 1)
+        n = raw_n if isinstance(raw_n, int) and 1 <= raw_n <= 128 else 1
+        plan = self._plan
+        choices = 1 if plan.ignore_n else (math.ceil(n / 2) if plan.fewer_choices and n > 1 else n)
+        texts = message_texts(body["messages"])
+        fault = self._choose_fault(request, texts)
+        self.stats.faults[fault] += 1
+        self.received.append(
+            ReceivedRequest(self.stats.chat_requests - 1, request.headers, body, fault, n, choices)
+        )
+
+        delay = plan.latency_ms + float(self._rng.uniform(0, plan.jitter_ms))
+        if fault == "spike":
+            delay += plan.spike_ms
+        if delay > 0 and await conn.wait_peer_closed(delay / 1000):
+            self.stats.disconnected += 1
+            return False
+
+        if fault == "hang":
+            await conn.wait_peer_closed(plan.hang_s)
+            self.stats.disconnected += 1
+            return False
+        if fault in ("429", "500", "502", "503"):
+            status = int(fault)
+            headers = {"retry-after": f"{plan.retry_after_s:g}"} if status == 429 else {}
+            sent = await conn.respond(status, error_body(status, f"injected {status}"), headers)
+            self._count_end(sent, 0)
+            return sent
+        if fault == "reset":
+            conn.reset()
+            return False
+
+        self._served_ids += 1
+        request_id = f"chatcmpl-fault-{self._served_ids}"
+        requested_model = body.get("model")
+        model = requested_model if isinstance(requested_model, str) else self.model
+        answers = self._answers(choices)
+        prompt_tokens = sum(token_count(t) for t in texts)
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            events = stream_events(request_id, model, answers, prompt_tokens, include_usage)
+            return await self._stream(conn, fault, events, choices)
+        full = msgspec.json.encode(completion_body(request_id, model, answers, prompt_tokens))
+        if fault == "malformed":
+            sent = await conn.respond(200, full[: len(full) // 2] + b"}}not json")
+            self._count_end(sent, 0)
+            return sent
+        if fault in ("truncate", "stall"):
+            head = conn.head(
+                200, {"content-type": "application/json", "content-length": str(len(full))}
+            )
+            await conn.send(head + full[: len(full) // 2])
+            if fault == "stall":
+                await conn.wait_peer_closed(plan.hang_s)
+            self.stats.disconnected += 1 if conn.peer_closed else 0
+            return False
+        sent = await conn.respond(200, full)
+        self._count_end(sent, choices)
+        return sent
+
+    async def _stream(
+        self, conn: Connection, fault: FaultKind, events: list[bytes], choices: int
+    ) -> bool:
+        plan = self._plan
+        if not await conn.start_chunked(
+            200, {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        ):
+            self._count_end(False, 0)
+            return False
+        cut = max(1, len(events) // 2) if fault in ("truncate", "stall", "malformed") else None
+        for i, event in enumerate(events):
+            if cut is not None and i == cut:
+                if fault == "malformed":
+                    await conn.send_chunk(b"data: {this is not json\n\n")
+                    continue
+                if fault == "stall":
+                    await conn.wait_peer_closed(plan.hang_s)
+                self.stats.disconnected += 1 if conn.peer_closed else 0
+                return False  # truncate: close without the last chunk
+            if plan.chunk_delay_ms and await conn.wait_peer_closed(plan.chunk_delay_ms / 1000):
+                self.stats.disconnected += 1
+                return False
+            if not await conn.send_chunk(event):
+                self._count_end(False, 0)
+                return False
+        sent = await conn.end_chunks()
+        self._count_end(sent, choices if fault != "malformed" else 0)
+        return sent
+
+    def _count_end(self, sent: bool, choices: int) -> None:
+        if sent:
+            self.stats.completed += 1
+            self.stats.choices_served += choices
+        else:
+            self.stats.disconnected += 1
