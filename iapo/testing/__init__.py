@@ -6,7 +6,14 @@ Used by the reliability suites (``tests/reliability``) and the soak bench
 
 from __future__ import annotations
 
-from iapo.testing.plan import FAULT_KINDS, FaultKind, FaultPlan, fault_from_marker, pick_fault
+from iapo.testing.plan import (
+    FAULT_KINDS,
+    FaultKind,
+    FaultPlan,
+    fault_from_marker,
+    pick_fault,
+    request_tag,
+)
 from iapo.testing.upstream import FaultStats, FaultUpstream, ReceivedRequest
 
 __all__ = [
@@ -18,4 +25,5 @@ __all__ = [
     "ReceivedRequest",
     "fault_from_marker",
     "pick_fault",
+    "request_tag",
 ]

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 from iapo.testing.plan import FaultPlan
-from iapo.testing.upstream import FaultUpstream
+from iapo.testing.upstream import FaultUpstream, ReceivedRequest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--spike-ms", type=float, default=2000.0)
     parser.add_argument("--hang-s", type=float, default=600.0)
     parser.add_argument("--plan", type=Path, help="a FaultPlan as JSON (overrides the above)")
+    parser.add_argument("--log", type=Path, help="append one JSON line per chat request here")
     return parser
 
 
@@ -54,8 +55,27 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log = args.log.open("a", encoding="utf-8", buffering=1) if args.log is not None else None
+
+    def observe(request: ReceivedRequest) -> None:
+        if log is not None:
+            line = {
+                "i": request.index,
+                "fault": request.fault,
+                "n": request.n,
+                "choices": request.choices,
+                "stream": request.stream,
+                "tag": request.tag,
+            }
+            log.write(msgspec.json.encode(line).decode() + "\n")
+
     upstream = FaultUpstream(
-        plan, rng=np.random.default_rng(args.seed), host=args.host, port=args.port
+        plan,
+        rng=np.random.default_rng(args.seed),
+        host=args.host,
+        port=args.port,
+        keep=100,
+        observer=observe,
     )
     async with upstream:
         if args.port_file is not None:
@@ -64,6 +84,8 @@ async def _serve(args: argparse.Namespace) -> int:
             tmp.replace(args.port_file)
         print(f"listening on {upstream.base_url}", flush=True)
         await stop.wait()
+    if log is not None:
+        log.close()
     stats = upstream.stats
     print(
         msgspec.json.encode(

@@ -20,7 +20,14 @@ from typing import Annotated, Literal, get_args
 import msgspec
 import numpy as np
 
-__all__ = ["FAULT_KINDS", "FaultKind", "FaultPlan", "fault_from_marker", "pick_fault"]
+__all__ = [
+    "FAULT_KINDS",
+    "FaultKind",
+    "FaultPlan",
+    "fault_from_marker",
+    "pick_fault",
+    "request_tag",
+]
 
 FaultKind = Literal[
     "ok",  # a normal answer after the base latency
@@ -39,6 +46,7 @@ FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _MARKER = re.compile(r"\[\[fault:([a-z0-9]+)\]\]")
+_TAG = re.compile(r"\[\[tag:([A-Za-z0-9_.:-]{1,64})\]\]")
 
 
 class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -120,6 +128,15 @@ def fault_from_marker(texts: Iterable[str]) -> FaultKind | None:
         match = _MARKER.search(text)
         if match and match.group(1) in FAULT_KINDS:
             return match.group(1)  # type: ignore[return-value]
+    return None
+
+
+def request_tag(texts: Iterable[str]) -> str | None:
+    """The ``[[tag:ID]]`` a client put in its messages, so upstream calls can be traced."""
+    for text in texts:
+        match = _TAG.search(text)
+        if match:
+            return match.group(1)
     return None
 
 

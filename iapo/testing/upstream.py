@@ -18,6 +18,7 @@ import collections
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,14 @@ from iapo.testing._openai import (
     stream_events,
     token_count,
 )
-from iapo.testing.plan import FAULT_KINDS, FaultKind, FaultPlan, fault_from_marker, pick_fault
+from iapo.testing.plan import (
+    FAULT_KINDS,
+    FaultKind,
+    FaultPlan,
+    fault_from_marker,
+    pick_fault,
+    request_tag,
+)
 
 __all__ = ["FaultStats", "FaultUpstream", "ReceivedRequest"]
 
@@ -42,7 +50,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReceivedRequest:
-    """One chat request as the upstream saw it, and what it did with it."""
+    """One chat request as the upstream saw it, and what it did with it.
+
+    ``tag`` is the ``[[tag:ID]]`` marker of its messages, if any (traces a client request
+    through the proxy to every upstream call it caused).
+    """
 
     index: int
     headers: dict[str, str]
@@ -50,6 +62,8 @@ class ReceivedRequest:
     fault: FaultKind
     n: int
     choices: int
+    stream: bool = False
+    tag: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +99,7 @@ class FaultUpstream:
         port: int = 0,
         model: str = "fault-model",
         keep: int = 10_000,
+        observer: Callable[[ReceivedRequest], None] | None = None,
     ) -> None:
         self._plan = plan or FaultPlan()
         self._rng = rng if rng is not None else np.random.default_rng(0)
@@ -93,6 +108,7 @@ class FaultUpstream:
         self.model = model
         self.stats = FaultStats()
         self.received: collections.deque[ReceivedRequest] = collections.deque(maxlen=keep)
+        self._observer = observer
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._script_index = 0
@@ -229,9 +245,19 @@ class FaultUpstream:
         texts = message_texts(body["messages"])
         fault = self._choose_fault(request, texts)
         self.stats.faults[fault] += 1
-        self.received.append(
-            ReceivedRequest(self.stats.chat_requests - 1, request.headers, body, fault, n, choices)
+        received = ReceivedRequest(
+            self.stats.chat_requests - 1,
+            request.headers,
+            body,
+            fault,
+            n,
+            choices,
+            stream=body.get("stream") is True,
+            tag=request_tag(texts),
         )
+        self.received.append(received)
+        if self._observer is not None:
+            self._observer(received)
 
         delay = plan.latency_ms + float(self._rng.uniform(0, plan.jitter_ms))
         if fault == "spike":

@@ -203,7 +203,17 @@ async def test_bad_http_gets_400_and_the_server_survives() -> None:
 def test_cli_serves_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iapo.testing", "--port-file", str(port_file), "--seed", "3"],
+        [
+            sys.executable,
+            "-m",
+            "iapo.testing",
+            "--port-file",
+            str(port_file),
+            "--seed",
+            "3",
+            "--log",
+            str(tmp_path / "calls.jsonl"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -213,7 +223,9 @@ def test_cli_serves_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
         first = proc.stdout.readline()
         assert first.startswith("listening on http://127.0.0.1:")
         port = int(port_file.read_text())
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=5)
+        tagged = {"model": "m", "n": 3, "messages": [{"role": "user", "content": "[[tag:r-7]] hi"}]}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        response = httpx.post(url, json=tagged, timeout=5)
         assert response.status_code == 200
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
@@ -225,3 +237,5 @@ def test_cli_serves_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["completed"] == 1
     assert stats["chat_requests"] == 1
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert calls == [{"i": 0, "fault": "ok", "n": 3, "choices": 3, "stream": False, "tag": "r-7"}]
