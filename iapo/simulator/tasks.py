@@ -1,0 +1,196 @@
+"""The tasks a simulator answers, as task files and JSONL datasets on disk.
+
+``write_tasks(simulator, "work/", "http://127.0.0.1:8900")`` writes, per task, a task file
+(``policies.taskfile`` format, its upstream pointing at the simulator) and the train and
+test datasets, so ``iapo optimize --task work/math.toml`` and ``iapo serve`` run against
+the simulator exactly as against a real LLM. Completion tokens are priced so that the
+upstream cost of one sample equals the table's cost of that prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
+from iapo.simulator.rewards import RewardTable
+from iapo.simulator.synthetic import (
+    DEFAULT_SEED,
+    MAJORITY_PROMPTS,
+    REWARD_PROMPTS,
+    REWARD_TIERS,
+    synthetic_majority_table,
+    synthetic_reward_table,
+)
+from iapo.simulator.tables import Split, load_table
+from policies.extract import ExtractorSpec
+from policies.reward import RewardSpec
+from policies.tasks import PromptCandidate, TaskSpec
+from policies.upstream import UpstreamSpec
+
+__all__ = [
+    "MAJORITY_TASK",
+    "MODEL",
+    "REWARD_TASK",
+    "SimulatedTask",
+    "majority_task",
+    "make_simulator",
+    "reward_task",
+    "upstream_spec",
+    "write_tasks",
+]
+
+MAJORITY_TASK = "math"
+REWARD_TASK = "assist"
+MODEL = "iapo-sim"
+
+
+def make_simulator(replay: str | Path | None = None, *, seed: int = DEFAULT_SEED) -> Simulator:
+    """The built-in synthetic simulator, or one answering from a recorded table.
+
+    Either way the Best-of-N task is the synthetic reward table (recorded tables have no
+    reward scores).
+    """
+    reward: RewardTable = synthetic_reward_table(seed)
+    if replay is None:
+        return Simulator(
+            synthetic_majority_table(seed),
+            reward,
+            majority_prompts=MAJORITY_PROMPTS,
+            reward_prompts=REWARD_PROMPTS,
+            seed=seed,
+        )
+    return Simulator(load_table(replay), reward, reward_prompts=REWARD_PROMPTS, seed=seed)
+
+
+def upstream_spec(base_url: str) -> UpstreamSpec:
+    """The simulator as an upstream; ``base_url`` without ``/v1``."""
+    return UpstreamSpec(
+        base_url=base_url.rstrip("/") + "/v1",
+        model=MODEL,
+        name="simulator",
+        price_per_1k_prompt_tokens=0.0,
+        price_per_1k_completion_tokens=1000.0 / TOKENS_PER_COST_UNIT,
+    )
+
+
+def majority_task(simulator: Simulator, name: str = MAJORITY_TASK) -> TaskSpec:
+    """The majority-vote task: the table's prompts (ids "0", "1", …), boxed answers."""
+    prompts = tuple(
+        PromptCandidate(id=str(p), text=text) for p, text in enumerate(simulator.majority_prompts)
+    )
+    return TaskSpec(name=name, prompts=prompts, extractor=ExtractorSpec(kind="boxed"))
+
+
+def reward_task(simulator: Simulator, base_url: str, name: str = REWARD_TASK) -> TaskSpec:
+    """The Best-of-N task, scored by the simulator's reward endpoint."""
+    assert simulator.reward is not None
+    prompts = tuple(
+        PromptCandidate(id=str(p), text=text) for p, text in enumerate(simulator.reward_prompts)
+    )
+    return TaskSpec(
+        name=name,
+        prompts=prompts,
+        strategy="best_of_n",
+        reward=RewardSpec(
+            url=base_url.rstrip("/") + "/v1/reward", objectives=simulator.reward.objectives
+        ),
+        tiers=REWARD_TIERS,
+        default_tier=REWARD_TIERS[1].name,
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedTask:
+    """One written task: its spec, task file and datasets (test may be None)."""
+
+    spec: TaskSpec
+    task_file: Path
+    train: Path
+    test: Path | None
+
+
+def _dataset_rows(simulator: Simulator, kind: str, split: Split) -> list[dict[str, Any]]:
+    if kind == "majority":
+        return [
+            {"id": f"{split}-{q}", "question": text, "answer": simulator.gold_answer(split, q)}
+            for q, text in enumerate(simulator.questions.get(split, ()))
+        ]
+    return [
+        {"id": f"{split}-{q}", "question": text}
+        for q, text in enumerate(simulator.requests.get(split, ()))
+    ]
+
+
+def write_tasks(simulator: Simulator, directory: str | Path, base_url: str) -> list[SimulatedTask]:
+    """Write the task files and datasets of every task the simulator answers."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    upstream = upstream_spec(base_url)
+    specs = [("majority", majority_task(simulator))]
+    if simulator.reward is not None:
+        specs.append(("reward", reward_task(simulator, base_url)))
+    written = []
+    for kind, spec in specs:
+        paths: dict[Split, Path | None] = {}
+        for split in ("train", "test"):
+            rows = _dataset_rows(simulator, kind, split)
+            path = directory / f"{spec.name}-{split}.jsonl"
+            if rows:
+                path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            paths[split] = path if rows else None
+        train = paths["train"]
+        assert train is not None
+        document = {
+            "task": msgspec.to_builtins(spec),
+            "upstream": msgspec.to_builtins(upstream),
+            "dataset": {"path": train.name},
+        }
+        task_file = directory / f"{spec.name}.toml"
+        task_file.write_text(_toml(document), encoding="utf-8")
+        written.append(SimulatedTask(spec, task_file, train, paths["test"]))
+    return written
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml(document: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for the shapes task files use (no None: absent keys)."""
+    lines: list[str] = []
+    nested: list[str] = []
+    for key, value in document.items():
+        if value is None:
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix == "":
+            nested.append(f"\n[{path}]\n" + _toml(value, f"{path}."))
+        elif isinstance(value, list | tuple) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                nested.append(f"\n[[{path}]]\n" + _toml(item, f"{path}."))
+        else:
+            lines.append(f"{key} = {_value(_without_none(value))}")
+    return "\n".join(lines) + ("\n" if lines else "") + "".join(nested)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
