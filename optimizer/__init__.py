@@ -1,5 +1,59 @@
-"""The offline optimizer: PSST over (prompt, N) per budget tier (not built yet)."""
+"""The offline optimizer: which prompt and how many samples each tier gets.
+
+PSST (successive halving over (prompt, N) arms per budget tier, with sample reuse
+across N and tiers) and its variants and baselines, behind one async sampler
+protocol with a replay and a live implementation.
+
+    table = load_table("MATH_final.npz")
+    rng = np.random.default_rng(0)
+    task = replay_task(table)
+    result = await optimize(task, ReplaySampler(table, rng), 1000, rng)
+    result.policy.tiers["standard"].n
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from optimizer.api import DEFAULT_METHOD, make_run, optimize, replay_task
+from optimizer.engine import Run
+from optimizer.estimators import BlockEstimator, Estimate, PooledEstimator, Pull
+from optimizer.methods import METHODS, plan_method
+from optimizer.plan import Plan
+from optimizer.replay import ReplaySampler
+from optimizer.result import (
+    ArmEstimate,
+    Estimates,
+    OptimizationResult,
+    TierReport,
+    estimates_path,
+    load_estimates,
+    save_estimates,
+)
+from optimizer.sampling import SampleBatch, Sampler
+from optimizer.table import RecordedTable, load_table
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "ArmEstimate",
+    "BlockEstimator",
+    "Estimate",
+    "Estimates",
+    "OptimizationResult",
+    "Plan",
+    "PooledEstimator",
+    "Pull",
+    "RecordedTable",
+    "ReplaySampler",
+    "Run",
+    "SampleBatch",
+    "Sampler",
+    "TierReport",
+    "estimates_path",
+    "load_estimates",
+    "load_table",
+    "make_run",
+    "optimize",
+    "plan_method",
+    "replay_task",
+    "save_estimates",
+]

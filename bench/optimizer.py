@@ -1,0 +1,132 @@
+"""Selection quality of the optimizer's methods on a recorded table (DESIGN.md,
+"How quality is judged").
+
+For each seed: merge train and test queries, re-split 80/20, optimize on the 80%
+with budget B (replay sampling only), and score each tier's chosen arm by its exact
+expected utility on the 20%, as a share of the utility on the 20% of the arm an
+unlimited budget would pick on the 80%. Averaged over tiers and seeds; next to it,
+the samples each method actually spent (mean and max).
+
+    .venv/bin/python bench/optimizer.py --seeds 20 --budgets 500,1000,3000,10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+HERE = Path(__file__).resolve().parent
+# Run as a script, this file's folder would come first on sys.path and its own name
+# would shadow the ``optimizer`` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+from optimizer import METHODS, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
+from optimizer.exact import majority_accuracy  # noqa: E402
+from optimizer.table import RecordedTable  # noqa: E402
+from policies.tiers import parse_tiers  # noqa: E402
+
+DATA = HERE.parent / ".." / "shared" / "data" / "MATH_final.npz"
+CACHE = HERE / ".cache"
+
+
+def exact_accuracy(table: RecordedTable, n_max: int) -> npt.NDArray[np.float64]:
+    """(P, Q, n_max) exact majority-vote accuracy, cached on disk by content hash."""
+    digest = hashlib.sha256(table.cat_probs.tobytes() + table.answers.tobytes()).hexdigest()[:16]
+    path = CACHE / f"majority-{digest}-{n_max}.npy"
+    if path.exists():
+        return np.load(path)
+    print(f"computing exact majority-vote accuracy ({path.name}) ...", file=sys.stderr)
+    acc = majority_accuracy(table.cat_probs, table.answers, n_max)
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")
+    np.save(path, acc)
+    return acc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default=str(DATA))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budgets", default="500,1000,3000,10000")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--tiers", default="economy=1.0,standard=0.2,premium=0")
+    parser.add_argument("--n-max", type=int, default=32)
+    args = parser.parse_args()
+    logging.getLogger("optimizer").setLevel(logging.ERROR)  # plan warnings: expected here
+    table = load_table(args.table).merged()
+    tiers = parse_tiers(args.tiers)
+    lam = np.array([t.cost_weight for t in tiers])
+    budgets = [int(b) for b in args.budgets.split(",")]
+    methods = args.methods.split(",")
+    acc = exact_accuracy(table, args.n_max)  # (P, Q, K) over all queries
+    k = np.arange(1, args.n_max + 1)
+    cost = lam[:, None, None] * table.cost_per_prompt[None, :, None] * k  # (T, P, K)
+
+    share: dict[tuple[str, int], list[float]] = {}
+    spent: dict[tuple[str, int], list[int]] = {}
+    seconds: dict[tuple[str, int], float] = {}
+    for seed in range(args.seeds):
+        order = np.random.default_rng(seed).permutation(table.num_queries)
+        n_test = round(0.2 * table.num_queries)
+        test_q, train_q = order[:n_test], order[n_test:]
+        train = RecordedTable(
+            table.cat_probs[:, train_q], table.answers[train_q], table.cost_per_prompt
+        )
+        u_train = acc[:, train_q].mean(axis=1)[None] - cost
+        u_test = acc[:, test_q].mean(axis=1)[None] - cost
+        best = [
+            np.unravel_index(int(np.argmax(u_train[t])), u_train[t].shape)
+            for t in range(len(tiers))
+        ]
+        oracle = np.array([u_test[t][best[t]] for t in range(len(tiers))])
+        task = replay_task(train, tiers=tiers, n_max=args.n_max)
+        for budget in budgets:
+            for method in methods:
+                rng = np.random.default_rng([seed, budget])
+                sampler = ReplaySampler(train, rng)
+                started = time.perf_counter()
+                result = asyncio.run(optimize(task, sampler, budget, rng, method=method))
+                key = (method, budget)
+                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
+                got = np.array(
+                    [
+                        u_test[t, int(c.prompt.id), c.n - 1]
+                        for t, c in enumerate(result.policy.tiers.values())
+                    ]
+                )
+                share.setdefault(key, []).append(float((got / oracle).mean()))
+                spent.setdefault(key, []).append(sampler.samples_drawn)
+        print(f"seed {seed} done", file=sys.stderr, flush=True)
+
+    print(
+        f"table {args.table}: {table.num_prompts} prompts, {table.num_queries} queries; "
+        f"{args.seeds} seeds, 80/20 re-splits; tiers {args.tiers}; N_max {args.n_max}"
+    )
+    print(
+        "share of the unlimited-budget choice's test utility (mean over tiers and seeds), "
+        "± std over seeds; samples spent mean/max; mean seconds per run"
+    )
+    header = f"{'method':<15}" + "".join(f"{'B=' + str(b):>30}" for b in budgets)
+    print(header)
+    for method in methods:
+        cells = []
+        for b in budgets:
+            s = np.array(share[(method, b)]) * 100
+            cells.append(
+                f"{s.mean():6.2f}% ±{s.std():4.1f} {np.mean(spent[(method, b)]):6.0f}/"
+                f"{max(spent[(method, b)]):<6d}{seconds[(method, b)] / args.seeds:5.2f}s"
+            )
+        print(f"{method:<15}" + "".join(f"{c:>30}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

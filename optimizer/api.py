@@ -1,0 +1,114 @@
+"""The programmatic entry point: :func:`optimize`.
+
+task = replay_task(table, tiers=DEFAULT_TIERS)
+result = await optimize(task, ReplaySampler(table, rng), 1000, rng)
+save_policy(result.policy, "math.json")
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from optimizer.engine import Progress, Run
+from optimizer.methods import METHODS, plan_method, run_method
+from optimizer.plan import Plan
+from optimizer.result import OptimizationResult, build_result
+from optimizer.sampling import Sampler
+from optimizer.table import RecordedTable
+from policies.errors import BudgetError, ConfigError
+from policies.tasks import PromptCandidate, TaskSpec
+from policies.tiers import DEFAULT_TIERS, Tier
+
+__all__ = ["DEFAULT_METHOD", "make_run", "optimize", "replay_task"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METHOD = "psst-pooled"
+
+
+def replay_task(
+    table: RecordedTable,
+    *,
+    name: str = "replay",
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS,
+    n_max: int = 32,
+) -> TaskSpec:
+    """A task over a recorded table: prompt ids are ``"0"``, ``"1"``, …"""
+    prompts = tuple(
+        PromptCandidate(id=str(p), text=f"recorded prompt {p}") for p in range(table.num_prompts)
+    )
+    names = [t.name for t in tiers]
+    default = "standard" if "standard" in names else names[0]
+    return TaskSpec(name=name, prompts=prompts, tiers=tiers, n_max=n_max, default_tier=default)
+
+
+def make_run(
+    task: TaskSpec,
+    sampler: Sampler,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    method: str = DEFAULT_METHOD,
+    progress: Progress | None = None,
+) -> tuple[Run, Plan]:
+    """A run and its plan, before anything is sampled (so a CLI can print the plan)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if budget < 1:
+        raise BudgetError(f"the budget must be at least one sample, got {budget}")
+    if sampler.num_prompts != len(task.prompts):
+        raise ConfigError(
+            f"the sampler has {sampler.num_prompts} prompts, the task {len(task.prompts)}"
+        )
+    spec = METHODS[method]
+    run = Run(
+        sampler,
+        task.tiers,
+        task.n_max,
+        budget,
+        rng,
+        estimator=spec.estimator,
+        paired=spec.paired,
+        objectives=task.reward.objectives if task.strategy == "best_of_n" and task.reward else None,
+        progress=progress,
+    )
+    return run, plan_method(method, run)
+
+
+async def optimize(
+    task: TaskSpec,
+    sampler: Sampler,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    method: str = DEFAULT_METHOD,
+    progress: Progress | None = None,
+    seed: int | None = None,
+    source: str | None = None,
+    run: tuple[Run, Plan] | None = None,
+) -> OptimizationResult:
+    """Find each tier's best (prompt, N) spending at most ``budget`` samples.
+
+    ``progress(n)`` is called as samples arrive. Pass ``run=make_run(...)`` to reuse a
+    run whose plan was already shown.
+    """
+    current, plan = run or make_run(task, sampler, budget, rng, method=method, progress=progress)
+    for line in plan.warnings:
+        logger.warning("%s", line)
+    active = await run_method(method, current)
+    if current.spent > budget:  # the engine refuses pulls past the budget; belt and braces
+        raise BudgetError(f"spent {current.spent} samples of a budget of {budget}")
+    picks = current.select(active)
+    return build_result(
+        task,
+        current.estimator.estimate(),
+        picks,
+        plan,
+        spent=current.spent,
+        cached=current.cached,
+        method=method,
+        seed=seed,
+        source=source,
+    )

@@ -1,0 +1,225 @@
+"""Estimators of every arm's utility from the samples drawn so far.
+
+- :class:`BlockEstimator` is plain PSST: a pull of n samples yields ⌊n/k⌋ disjoint
+  blocks for every k ≤ n, each one observation of arm (p, k).
+- :class:`PooledEstimator` pools every sample of (prompt, query) across pulls and
+  rounds and estimates the N-sample majority-vote credit of each query from them
+  (an unbiased U-statistic for N ≤ samples on the query, a Pólya-urn extrapolation
+  beyond), then averages over queries. Same samples, more information per sample.
+
+Both report utilities (T, P, K) with NaN where an arm has no estimate yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from optimizer._kernels import block_credit, max_ustat, prefix_credit
+
+__all__ = ["BlockEstimator", "Estimate", "Estimator", "PooledEstimator", "Pull"]
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """The samples of one pull. ``codes`` (n,): answer codes, 0 = gold, -1 = no answer;
+    ``costs`` (n,); ``scores`` (T, n): Best-of-N weighted reward per tier, else None."""
+
+    prompt: int
+    query: int
+    codes: npt.NDArray[np.int64]
+    costs: Array
+    scores: Array | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """``utility``, ``stderr``, ``quality``: (T, P, K); ``observations``: (P, K)."""
+
+    utility: Array
+    stderr: Array
+    quality: Array
+    cost_per_sample: Array
+    observations: npt.NDArray[np.int64]
+
+
+class Estimator:
+    """Common state: cost per sample of each prompt, tier cost weights."""
+
+    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
+        self.num_prompts, self.k_max = num_prompts, k_max
+        self.cost_weights = np.asarray(cost_weights, dtype=np.float64)
+        self._cost_sum = np.zeros(num_prompts)
+        self._samples = np.zeros(num_prompts, dtype=np.int64)
+
+    def add(self, pulls: Sequence[Pull]) -> None:
+        for pull in pulls:
+            self._cost_sum[pull.prompt] += float(pull.costs.sum())
+            self._samples[pull.prompt] += pull.codes.size
+        self._add(pulls)
+
+    def _add(self, pulls: Sequence[Pull]) -> None:
+        raise NotImplementedError
+
+    def cost_per_sample(self) -> Array:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(
+                self._samples > 0, self._cost_sum / np.maximum(self._samples, 1), np.nan
+            )
+
+    def estimate(self) -> Estimate:
+        raise NotImplementedError
+
+    def _cost_term(self) -> Array:
+        """λ_t · k · cost per sample: (T, P, K)."""
+        k = np.arange(1, self.k_max + 1)
+        return self.cost_weights[:, None, None] * self.cost_per_sample()[None, :, None] * k
+
+
+class BlockEstimator(Estimator):
+    """Plain PSST: disjoint blocks of each pull, one observation of (p, k) each."""
+
+    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
+        super().__init__(num_prompts, k_max, cost_weights)
+        tiers = len(self.cost_weights)
+        self._n = np.zeros((num_prompts, k_max), dtype=np.int64)
+        self._q = np.zeros((tiers, num_prompts, k_max))
+        self._q2 = np.zeros((tiers, num_prompts, k_max))
+
+    def _add(self, pulls: Sequence[Pull]) -> None:
+        by_size: dict[int, list[Pull]] = {}
+        for pull in pulls:
+            by_size.setdefault(pull.codes.size, []).append(pull)
+        tiers = len(self.cost_weights)
+        for n, group in by_size.items():
+            prompts = np.array([p.prompt for p in group])
+            codes = np.stack([p.codes for p in group])
+            width = max(int(codes.max()) + 1, 1)
+            scores = None
+            if group[0].scores is not None:
+                scores = np.stack([p.scores for p in group if p.scores is not None], axis=1)
+            for k in range(1, min(n, self.k_max) + 1):
+                blocks = n // k
+                if scores is None:
+                    quality = np.broadcast_to(
+                        block_credit(codes, k, width), (tiers, len(group), blocks)
+                    )
+                else:
+                    quality = scores[:, :, : blocks * k].reshape(tiers, len(group), blocks, k)
+                    quality = np.nan_to_num(quality.max(axis=3), nan=0.0)
+                np.add.at(self._n[:, k - 1], prompts, blocks)
+                for t in range(tiers):
+                    np.add.at(self._q[t, :, k - 1], prompts, quality[t].sum(axis=1))
+                    np.add.at(self._q2[t, :, k - 1], prompts, (quality[t] ** 2).sum(axis=1))
+
+    def estimate(self) -> Estimate:
+        n = self._n[None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            quality = np.where(n > 0, self._q / np.maximum(n, 1), np.nan)
+            var = np.where(n > 1, (self._q2 / np.maximum(n, 1) - quality**2) * n / (n - 1), np.nan)
+            stderr = np.sqrt(np.maximum(var, 0.0) / np.maximum(n, 1))
+        return Estimate(
+            utility=quality - self._cost_term(),
+            stderr=stderr,
+            quality=quality,
+            cost_per_sample=self.cost_per_sample(),
+            observations=self._n.copy(),
+        )
+
+
+class PooledEstimator(Estimator):
+    """All samples of (prompt, query) pooled; per-query N-sample credit, averaged."""
+
+    def __init__(
+        self,
+        num_prompts: int,
+        k_max: int,
+        cost_weights: Sequence[float],
+        rng: np.random.Generator,
+        *,
+        sequences: int = 32,
+        alpha: float = 0.5,
+    ) -> None:
+        super().__init__(num_prompts, k_max, cost_weights)
+        self._rng, self._sequences, self._alpha = rng, sequences, alpha
+        self._pair: dict[tuple[int, int], int] = {}
+        self._pair_prompt: list[int] = []
+        self._votes: list[dict[int, int]] = []  # per pair: code -> votes
+        self._none: list[int] = []
+        self._scores: list[list[Array]] = []  # per pair: (T, n) score blocks (Best-of-N)
+        self._curves = np.zeros((0, len(self.cost_weights), k_max))
+
+    def _add(self, pulls: Sequence[Pull]) -> None:
+        touched: set[int] = set()
+        for pull in pulls:
+            key = (pull.prompt, pull.query)
+            index = self._pair.get(key)
+            if index is None:
+                index = self._pair[key] = len(self._pair_prompt)
+                self._pair_prompt.append(pull.prompt)
+                self._votes.append({})
+                self._none.append(0)
+                self._scores.append([])
+            votes = self._votes[index]
+            codes, counts = np.unique(pull.codes, return_counts=True)
+            for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+                if code < 0:
+                    self._none[index] += count
+                else:
+                    votes[code] = votes.get(code, 0) + count
+            if pull.scores is not None:
+                self._scores[index].append(pull.scores)
+            touched.add(index)
+        if not touched:
+            return
+        tiers = len(self.cost_weights)
+        grown = np.zeros((len(self._pair_prompt), tiers, self.k_max))
+        grown[: self._curves.shape[0]] = self._curves
+        self._curves = grown
+        indices = np.array(sorted(touched))
+        if self._scores[indices[0]]:
+            for i in indices.tolist():
+                scores = np.concatenate(self._scores[i], axis=1)
+                for t in range(tiers):
+                    self._curves[i, t] = max_ustat(scores[t], self.k_max)
+            return
+        width = max(max((max(self._votes[i], default=0) for i in indices), default=0) + 1, 1)
+        counts = np.zeros((indices.size, width), dtype=np.int64)
+        for row, i in enumerate(indices.tolist()):
+            for code, count in self._votes[i].items():
+                counts[row, code] = count
+        none = np.array([self._none[i] for i in indices.tolist()], dtype=np.int64)
+        curve = prefix_credit(
+            counts, none, self.k_max, self._rng, sequences=self._sequences, alpha=self._alpha
+        )
+        self._curves[indices] = curve[:, None, :]
+
+    def estimate(self) -> Estimate:
+        tiers, p, k = len(self.cost_weights), self.num_prompts, self.k_max
+        prompts = np.asarray(self._pair_prompt, dtype=np.int64)
+        pairs = np.bincount(prompts, minlength=p).astype(np.float64)
+        flat = self._curves.reshape(len(prompts), tiers * k)
+        total = np.zeros((p, tiers * k))
+        total2 = np.zeros((p, tiers * k))
+        np.add.at(total, prompts, flat)
+        np.add.at(total2, prompts, flat**2)
+        n = pairs[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+            var = np.where(n > 1, (total2 / np.maximum(n, 1) - mean**2) * n / (n - 1), np.nan)
+            stderr = np.sqrt(np.maximum(var, 0.0) / np.maximum(n, 1))
+        quality = mean.reshape(p, tiers, k).transpose(1, 0, 2)
+        stderr = stderr.reshape(p, tiers, k).transpose(1, 0, 2)
+        observations = np.repeat(pairs.astype(np.int64)[:, None], k, axis=1)
+        return Estimate(
+            utility=quality - self._cost_term(),
+            stderr=stderr,
+            quality=quality,
+            cost_per_sample=self.cost_per_sample(),
+            observations=observations,
+        )

@@ -1,0 +1,185 @@
+"""The methods: PSST (plain and pooled), warm-up + Top-K screening, and the baselines.
+
+Each is a coroutine over a :class:`~optimizer.engine.Run` that spends exactly the
+run's budget and returns each tier's final active arms; :func:`plan_method` says
+beforehand what it will do.
+
+- ``psst``: the paper's PSST (disjoint-block reuse, a random query per pull);
+- ``psst-pooled``: PSST's halving with the pooled estimator, paired queries and pull
+  sizes capped so each prompt sees several queries per round;
+- ``warmup`` / ``warmup-pooled``: a share ρ of the budget on N=1 over all prompts, keep
+  each tier's top K prompts, PSST on their arms (``warmup`` discards the warm-up
+  samples afterwards, as the authors' code does; ``warmup-pooled`` keeps them);
+- ``prompt-only``: successive halving over prompts at N=1, deployed at N=1;
+- ``disjoint``: prompt-only with half the budget, then the best N for that prompt;
+- ``uniform``: every prompt pulled equally at N_max, best arm at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizer.engine import Mask, Run
+from optimizer.plan import PhasePlan, Plan, halving_schedule, rounds_for, shares
+
+__all__ = ["METHODS", "MethodSpec", "plan_method", "run_method"]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """How a method samples and estimates."""
+
+    estimator: str
+    paired: bool
+    description: str
+
+
+METHODS: dict[str, MethodSpec] = {
+    "psst": MethodSpec("blocks", False, "PSST, disjoint-block reuse (the paper)"),
+    "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled per-query estimator"),
+    "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
+    "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
+    "prompt-only": MethodSpec("blocks", False, "halving over prompts at N=1"),
+    "disjoint": MethodSpec("blocks", False, "prompt-only, then best N for that prompt"),
+    "uniform": MethodSpec("blocks", False, "all prompts pulled equally at N_max"),
+}
+
+WARMUP_SHARE = 0.2
+TOP_K = 4
+# psst-pooled: at least this many queries per prompt per round when the share allows.
+MIN_QUERIES = 4
+
+
+def _pooled_cap(share: int, prompts: int) -> int | None:
+    return max(1, share // max(prompts * MIN_QUERIES, 1))
+
+
+def _arm_counts(mask: Mask) -> tuple[int, ...]:
+    return tuple(int(x) for x in mask.sum(axis=(1, 2)))
+
+
+def plan_method(
+    method: str, run: Run, warmup_share: float = WARMUP_SHARE, top_k: int = TOP_K
+) -> Plan:
+    """The plan of ``method`` on ``run`` (rounds, arms, shares, round-1 pulls, warnings)."""
+    budget, arms = run.budget, run.all_arms()
+    prompts, k_max = run.num_prompts, run.k_max
+    phases: list[PhasePlan] = []
+    warnings: list[str] = []
+
+    def halving_phase(
+        name: str,
+        counts: tuple[int, ...],
+        b: int,
+        n: int,
+        pulled: int,
+        halve: bool = True,
+        rounds: int | None = None,
+        cap: Callable[[int, int], int | None] | None = None,
+    ) -> None:
+        r = rounds or rounds_for(max(counts))
+        share = shares(b, r)
+        first = share[0] if r > 1 else b
+        size = n if cap is None else min(n, cap(first, pulled) or n)
+        per_prompt = first // max(pulled * size, 1)
+        if per_prompt == 0:
+            fit = first // max(pulled, 1)
+            warnings.append(
+                f"{name}: round 1's share of {first} samples cannot give each of {pulled} "
+                f"prompts one pull at N={n} (needs {pulled * n}); "
+                + (
+                    f"each prompt gets one pull at N={fit} instead, and larger N are ranked "
+                    "by extrapolation until observed"
+                    if fit >= 1
+                    else f"{first} randomly chosen prompts get one sample each instead"
+                )
+            )
+            pulls = (pulled, 1, fit) if fit >= 1 else (first, 1, 1)
+        else:
+            pulls = (pulled, per_prompt, size)
+        phases.append(PhasePlan(name, b, tuple(halving_schedule(counts, r, halve)), share, pulls))
+
+    if method in ("psst", "psst-pooled"):
+        cap = _pooled_cap if method == "psst-pooled" else None
+        halving_phase("psst", _arm_counts(arms), budget, k_max, prompts, cap=cap)
+    elif method in ("warmup", "warmup-pooled"):
+        warm = math.floor(warmup_share * budget)
+        phases.append(
+            PhasePlan(
+                "warm-up at N=1",
+                warm,
+                ((prompts,) * len(run.tiers),),
+                (warm,),
+                (prompts, warm // max(prompts, 1), 1),
+            )
+        )
+        k = min(top_k, prompts)
+        counts = tuple(k * int(a) for a in arms[:, 0, :].sum(axis=1))
+        halving_phase(f"psst on top {k}", counts, budget - warm, k_max, k * len(run.tiers))
+    elif method == "prompt-only":
+        halving_phase("prompt-only", (prompts,) * len(run.tiers), budget, 1, prompts)
+    elif method == "disjoint":
+        first = budget // 2
+        halving_phase("prompt-only", (prompts,) * len(run.tiers), first, 1, prompts)
+        counts = tuple(int(a) for a in arms[:, 0, :].sum(axis=1))
+        halving_phase("best N", counts, budget - first, k_max, len(run.tiers))
+    elif method == "uniform":
+        halving_phase("uniform", _arm_counts(arms), budget, k_max, prompts, halve=False, rounds=1)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    return Plan(method, budget, tuple(phases), tuple(warnings))
+
+
+async def run_method(
+    method: str, run: Run, warmup_share: float = WARMUP_SHARE, top_k: int = TOP_K
+) -> Mask:
+    """Run ``method``, spending exactly ``run.budget``; returns the final active arms."""
+    runners: dict[str, Callable[[], Awaitable[Mask]]] = {
+        "psst": lambda: run.halving(run.all_arms(), run.remaining),
+        "psst-pooled": lambda: run.halving(run.all_arms(), run.remaining, pull_cap=_pooled_cap),
+        "warmup": lambda: _warmup(run, warmup_share, top_k, keep=False),
+        "warmup-pooled": lambda: _warmup(run, warmup_share, top_k, keep=True),
+        "prompt-only": lambda: _prompt_only(run, run.remaining),
+        "disjoint": lambda: _disjoint(run),
+        "uniform": lambda: run.halving(run.all_arms(), run.remaining, rounds=1, halve=False),
+    }
+    if method not in runners:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(runners)}")
+    return await runners[method]()
+
+
+def _n1(run: Run) -> Mask:
+    mask = np.zeros((len(run.tiers), run.num_prompts, run.k_max), dtype=bool)
+    mask[:, :, 0] = True
+    return mask
+
+
+async def _prompt_only(run: Run, budget: int) -> Mask:
+    return await run.halving(_n1(run), budget)
+
+
+async def _disjoint(run: Run) -> Mask:
+    chosen = await _prompt_only(run, run.remaining // 2)
+    active = np.zeros_like(chosen)
+    allowed = run.all_arms()
+    for t, (p, _) in enumerate(run.select(chosen)):
+        active[t, p] = allowed[t, p]
+    return await run.halving(active, run.remaining)
+
+
+async def _warmup(run: Run, share: float, top_k: int, *, keep: bool) -> Mask:
+    warm = math.floor(share * run.budget)
+    await run.halving(_n1(run), warm, rounds=1, halve=False)
+    utility = run.ranking(run.estimator.estimate())[:, :, 0]  # (T, P) at N=1
+    allowed = run.all_arms()
+    active = np.zeros_like(allowed)
+    for t in range(len(run.tiers)):
+        order = np.lexsort((run.rng.random(run.num_prompts), -utility[t]))
+        active[t, order[:top_k]] = allowed[t, order[:top_k]]
+    if not keep:
+        run.reset_estimates()
+    return await run.halving(active, run.remaining)
