@@ -152,3 +152,23 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     for pattern in packages["packages"]["find"]["include"]:
         assert pattern.rstrip("*") in allowed, f"package {pattern} is not in the image"
+
+
+def test_example_policy_is_the_simulators_best_arm_per_tier() -> None:
+    # The compose and Kubernetes stacks serve this policy against `iapo simulate`: its
+    # prompts must be the simulator's (it routes by prompt text) and its numbers true.
+    np = pytest.importorskip("numpy")
+    from iapo.simulator.exact import majority_credit_exact
+    from iapo.simulator.synthetic import MAJORITY_PROMPTS, synthetic_majority_table
+
+    policy = load_policy(DEPLOY / "iapo" / "policies" / "math.json")
+    table = synthetic_majority_table()
+    credit = majority_credit_exact(table.cat_probs, table.answers, 32).mean(axis=1)
+    cost = table.cost_per_prompt[:, None] * np.arange(1, 33)[None, :]
+    for name, choice in policy.tiers.items():
+        prompt = int(choice.prompt.id)
+        assert choice.prompt.text == MAJORITY_PROMPTS[prompt], name
+        utility = credit - choice.cost_weight * cost
+        best = np.unravel_index(np.argmax(utility), utility.shape)
+        assert (prompt, choice.n - 1) == tuple(int(i) for i in best), name
+        assert choice.expected_utility == pytest.approx(utility[best], abs=1e-6)
