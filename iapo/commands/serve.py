@@ -5,18 +5,40 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from iapo.commands._common import not_built
-
 
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="run the OpenAI-compatible proxy",
-        description="Serve /v1/chat/completions, applying each task's policy per budget tier.",
+        description="Serve /v1/chat/completions, applying each task's policy per budget tier. "
+        "Settings come from a TOML config file (--config, else $IAPO_CONFIG); IAPO_HOST, "
+        "IAPO_PORT, IAPO_STORE and IAPO_REQUEST_LOG override it.",
     )
     parser.add_argument("--config", metavar="FILE", help="proxy config file (TOML)")
+    parser.add_argument("--host", help="listen address (overrides the config)")
+    parser.add_argument("--port", type=int, help="listen port (overrides the config)")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config and exit without serving"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("serve", 6)
+    import msgspec
+
+    from proxy.config import load_config
+    from proxy.server import serve
+
+    config = load_config(args.config)
+    server = config.server
+    if args.host is not None:
+        server = msgspec.structs.replace(server, host=args.host)
+    if args.port is not None:
+        server = msgspec.structs.replace(server, port=args.port)
+    config = msgspec.structs.replace(config, server=server)
+    if args.check:
+        print(f"config OK: {len(config.upstreams)} upstream(s), {len(config.tasks)} task(s)")
+        return 0
+    print(f"iapo serve: listening on http://{server.host}:{server.port}")
+    serve(config)
+    return 0

@@ -1,0 +1,118 @@
+"""The litestar application: routes, lifespan, error shape.
+
+    app = create_app(load_config("iapo.toml"))
+    uvicorn.run(app)                     # or proxy.server.serve(config)
+
+``create_app`` builds a :class:`ProxyService` whose lifespan opens one httpx client
+per upstream, the policy store and the request log, and closes them (after draining
+and flushing) on shutdown. Tests pass ``transports`` to script upstreams in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+from litestar import Litestar, Request, Response, get, post
+
+from policies import PolicyStore
+from proxy.chat import ClientGone, client_gone_response, handle_chat
+from proxy.config import ProxyConfig
+from proxy.errors import error_handlers
+from proxy.metrics import CONTENT_TYPE, ProxyMetrics
+from proxy.service import ProxyService
+
+__all__ = ["create_app"]
+
+_encode = msgspec.json.encode
+
+
+def _json(payload: object, status: int = 200) -> Response[bytes]:
+    return Response(_encode(payload), status_code=status, media_type="application/json")
+
+
+def create_app(
+    config: ProxyConfig,
+    *,
+    metrics: ProxyMetrics | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    store: PolicyStore | None = None,
+    rng: np.random.Generator | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Litestar:
+    """The proxy app for ``config``; ``app.state.service`` is its :class:`ProxyService`."""
+    service = ProxyService(
+        config, metrics=metrics, transports=transports, store=store, rng=rng, env=env
+    )
+    auth = config.auth
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    @post("/v1/chat/completions", status_code=200)
+    async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            return await handle_chat(service, request)
+        except ClientGone:
+            return client_gone_response()
+
+    @get("/v1/models")
+    async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
+        service.keys.check(request.headers.get("authorization"))
+        registry = service.registry
+        assert registry is not None
+        data: list[dict[str, Any]] = [
+            {"id": alias, "object": "model", "created": 0, "owned_by": "iapo", "task": task}
+            for alias, task in sorted(registry.aliases.items())
+        ]
+        if config.passthrough:
+            seen = {d["id"] for d in data}
+            for spec in config.upstreams:
+                if spec.model not in seen:
+                    seen.add(spec.model)
+                    data.append(
+                        {"id": spec.model, "object": "model", "created": 0, "owned_by": spec.name}
+                    )
+        return _json({"object": "list", "data": data})
+
+    @get("/metrics")
+    async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if not auth.open_metrics:
+            service.keys.check(request.headers.get("authorization"))
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @get("/healthz")
+    async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if not auth.open_health:
+            service.keys.check(request.headers.get("authorization"))
+        return _json({"status": "ok"})
+
+    @get("/readyz")
+    async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if not auth.open_health:
+            service.keys.check(request.headers.get("authorization"))
+        if not service.ready or service.registry is None:
+            return _json({"status": "not ready"}, 503)
+        tasks = {name: served.label for name, served in service.registry.tasks.items()}
+        return _json({"status": "ready", "tasks": tasks, "in_flight": service.in_flight})
+
+    app = Litestar(
+        route_handlers=[chat_completions, models, metrics_endpoint, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers=error_handlers,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+        request_max_body_size=config.server.max_body_bytes,
+    )
+    app.state.service = service
+    return app

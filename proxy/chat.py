@@ -1,0 +1,242 @@
+"""``POST /v1/chat/completions``: route to a task or pass through, stream or not.
+
+The handler is deliberately lean (raw bytes in, bytes out, no validation layer of the
+framework) because it sits in front of all of an app's traffic. A request names its
+task with ``X-IAPO-Task`` or a model alias; anything else passes through byte for
+byte to the upstream serving its model. A client that disconnects cancels every
+upstream call still running for it; what was spent up to then is still logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from litestar import Request, Response
+from litestar.response import Stream
+
+from policies import ApiError, UnknownTask
+from proxy.completions import TaskCall
+from proxy.errors import api_error_response
+from proxy.metrics import PASSTHROUGH, status_class
+from proxy.request import ChatView, decode_chat, decode_passthrough, read_headers
+from proxy.service import ProxyService
+from proxy.streaming import answer_events, error_event, keepalive_then
+from proxy.upstream import RawResponse, UpstreamStream
+
+__all__ = ["ClientGone", "handle_chat"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's code for "the client went away first"; only ever logged
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it and raise ClientGone."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(request.receive())
+    try:
+        done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        if watch.result().get("type") != "http.disconnect":
+            return await task
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientGone
+    finally:
+        if not watch.done():
+            watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _raw_response(raw: RawResponse) -> Response[bytes]:
+    headers = dict(raw.headers)
+    media_type = headers.pop("content-type", "application/json")
+    return Response(raw.body, status_code=raw.status, media_type=media_type, headers=headers)
+
+
+class _Accounting:
+    """In-flight gauge and request counting for one request, closed exactly once."""
+
+    def __init__(self, service: ProxyService, task_label: str) -> None:
+        self.service = service
+        self.gauge = service.metrics.in_flight.labels(task_label)
+        self.started = time.perf_counter()
+        self.open = True
+        service.enter()
+        self.gauge.inc()
+
+    def close(self, report: Callable[[float], None] | None = None) -> None:
+        if self.open:
+            self.open = False
+            self.gauge.dec()
+            self.service.leave()
+            if report is not None:
+                report(time.perf_counter() - self.started)
+
+
+def _passthrough_report(service: ProxyService, status: int) -> Callable[[float], None]:
+    metrics = service.metrics
+
+    def report(latency_s: float) -> None:
+        metrics.requests.labels(PASSTHROUGH, "none", PASSTHROUGH, status_class(status)).inc()
+        metrics.request_duration.labels(PASSTHROUGH, "none", PASSTHROUGH).observe(latency_s)
+
+    return report
+
+
+async def _passthrough(
+    service: ProxyService,
+    request: Request[Any, Any, Any],
+    raw: bytes,
+    model: str | None,
+    stream: bool,
+    deadline: float,
+) -> Response[Any]:
+    upstream = service.passthrough_upstream(model)
+    account = _Accounting(service, PASSTHROUGH)
+    status = 500
+    try:
+        if not stream:
+            response = await until_disconnect(request, upstream.forward(raw, deadline=deadline))
+            status = response.status
+            return _raw_response(response)
+        opened = await until_disconnect(request, upstream.open_stream(raw, deadline=deadline))
+        if isinstance(opened, RawResponse):
+            status = opened.status
+            return _raw_response(opened)
+        status = opened.status
+        return _stream_passthrough(service, opened, account)
+    except ClientGone:
+        status = CLIENT_CLOSED
+        raise
+    except ApiError as exc:
+        status = exc.status_code
+        raise
+    finally:
+        if not (stream and status < 300):
+            account.close(_passthrough_report(service, status))
+
+
+def _stream_passthrough(
+    service: ProxyService, opened: UpstreamStream, account: _Accounting
+) -> Stream:
+    headers = dict(opened.headers)
+    media_type = headers.pop("content-type", "text/event-stream")
+
+    async def relay() -> AsyncIterator[bytes]:
+        status = opened.status
+        try:
+            async for chunk in opened.chunks():
+                yield chunk
+        except ApiError as exc:
+            status = exc.status_code
+            yield b"\n\n" + error_event(exc)
+        except BaseException:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            await opened.aclose()
+            account.close(_passthrough_report(service, status))
+
+    return Stream(relay(), status_code=opened.status, media_type=media_type, headers=headers)
+
+
+async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) -> Response[Any]:
+    """The whole chat completions endpoint."""
+    headers = request.headers
+    service.keys.check(headers.get("authorization"))
+    iapo = read_headers(
+        headers.get("x-iapo-task"), headers.get("x-iapo-tier"), headers.get("x-iapo-deadline-ms")
+    )
+    raw = await request.body()
+    deadline_s = service.config.server.deadline_s
+    if iapo.deadline_s is not None:
+        deadline_s = min(deadline_s, iapo.deadline_s)
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    registry = service.registry
+    assert registry is not None
+    if iapo.task is not None:
+        served = registry.tasks.get(iapo.task)
+        if served is None:
+            raise UnknownTask(
+                f"unknown task {iapo.task!r}; valid tasks: {', '.join(sorted(registry.tasks))}",
+                param="X-IAPO-Task",
+            )
+    else:
+        route = decode_passthrough(raw)
+        served = registry.resolve(None, route.model)
+        if served is None:
+            if not service.config.passthrough:
+                raise UnknownTask(
+                    f"model {route.model!r} is not a task and pass-through is off; valid "
+                    f"tasks and aliases: {', '.join(sorted(registry.aliases))}",
+                    param="model",
+                )
+            return await _passthrough(service, request, raw, route.model, route.stream, deadline)
+    view, body = decode_chat(raw)
+    call = TaskCall(service, served, view, body, iapo.tier)
+    if view.stream:
+        return _stream_task(service, call, view, deadline)
+    account = _Accounting(service, served.name)
+    status, error = 500, None
+    try:
+        answer = await until_disconnect(request, call.run(deadline))
+        status = 200
+        return Response(
+            answer.body(), status_code=200, media_type="application/json", headers=answer.headers
+        )
+    except ClientGone:
+        status = CLIENT_CLOSED
+        raise
+    except ApiError as exc:
+        status, error = exc.status_code, exc
+        raise
+    finally:
+        account.close(lambda latency: call.finish(status, latency, error))
+
+
+def _stream_task(service: ProxyService, call: TaskCall, view: ChatView, deadline: float) -> Stream:
+    account = _Accounting(service, call.served.name)
+
+    async def work() -> list[bytes]:
+        status, error = CLIENT_CLOSED, None
+        try:
+            answer = await call.run(deadline)
+            status = 200
+        except ApiError as exc:
+            status, error = exc.status_code, exc
+            raise
+        finally:
+            account.close(lambda latency: call.finish(status, latency, error))
+        return answer_events(
+            completion_id=answer.id,
+            created=answer.created,
+            model=answer.model,
+            choices=[(s.text, s.finish_reason) for s in answer.choices],
+            usage=answer.usage if view.include_usage else None,
+        )
+
+    return Stream(
+        keepalive_then(work, service.config.server.keepalive_interval_s),
+        status_code=200,
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **call.start_headers()},
+    )
+
+
+def client_gone_response() -> Response[bytes]:
+    """What a handler returns for a client that left (nobody reads it)."""
+    return api_error_response(ApiError("client closed the request", status_code=CLIENT_CLOSED))

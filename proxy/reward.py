@@ -1,0 +1,139 @@
+"""Scoring Best-of-N candidates: the iapo reward contract, and a vLLM reward-model adapter.
+
+``kind = "iapo"`` speaks the contract documented in ``policies/reward.py``: one POST
+with the conversation and all candidates, one row of K objective scores per candidate.
+
+``kind = "vllm"`` calls a reward model served by vLLM (``vllm serve RM --task reward``
+or a cross-encoder ``--task score``), which yields one objective:
+
+- URL ending in ``/score``: ``{"model", "text_1": question, "text_2": [candidates]}``
+  → ``{"data": [{"index": i, "score": s}]}``;
+- otherwise (``/pooling``): ``{"model", "input": ["question\\n\\ncandidate", ...]}``
+  → ``{"data": [{"index": i, "data": ...}]}``; a reward model may return one value
+  or one per token, so the last value is the candidate's reward.
+
+Both return an (N, K) float matrix in the order of ``spec.objectives``; a candidate
+the service did not score is a NaN row, so Best-of-N picks among the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from policies import RewardRequest, RewardResponse, RewardSpec, UpstreamError, question_of
+from proxy.upstream import UpstreamClient
+
+__all__ = ["RewardScorer"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ScoreItem(msgspec.Struct, frozen=True):
+    index: int
+    score: float
+
+
+class _PoolingItem(msgspec.Struct, frozen=True):
+    index: int
+    data: Any
+
+
+class _ScoreResponse(msgspec.Struct, frozen=True):
+    data: list[_ScoreItem]
+
+
+class _PoolingResponse(msgspec.Struct, frozen=True):
+    data: list[_PoolingItem]
+
+
+def _last_value(data: Any) -> float:
+    while isinstance(data, list) and data:
+        data = data[-1]
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise ValueError(f"not a reward value: {data!r}")
+    return float(data)
+
+
+class RewardScorer:
+    """Scores candidates through ``client`` (an UpstreamClient pointed at the service)."""
+
+    def __init__(self, spec: RewardSpec, client: UpstreamClient) -> None:
+        self.spec = spec
+        self.client = client
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return self.spec.objectives
+
+    async def score(
+        self, messages: Sequence[dict[str, Any]], candidates: Sequence[str], *, deadline: float
+    ) -> npt.NDArray[np.float64]:
+        """(N, K) scores of ``candidates`` as answers to ``messages``; UpstreamError if unusable."""
+        if self.spec.kind == "iapo":
+            return await self._score_iapo(messages, candidates, deadline)
+        return await self._score_vllm(messages, candidates, deadline)
+
+    async def _score_iapo(
+        self, messages: Sequence[dict[str, Any]], candidates: Sequence[str], deadline: float
+    ) -> npt.NDArray[np.float64]:
+        request = RewardRequest(
+            candidates=list(candidates),
+            objectives=list(self.objectives),
+            messages=list(messages),
+            model=self.spec.model,
+        )
+        body = await self.client.post_json(
+            self.spec.url, msgspec.json.encode(request), deadline=deadline
+        )
+        try:
+            response = msgspec.json.decode(body, type=RewardResponse)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._bad(f"not a reward response: {exc}") from None
+        if len(response.scores) != len(candidates):
+            raise self._bad(f"{len(response.scores)} score rows for {len(candidates)} candidates")
+        missing = [o for o in self.objectives if o not in response.objectives]
+        if missing:
+            raise self._bad(f"the response lacks objectives {missing}")
+        columns = [response.objectives.index(o) for o in self.objectives]
+        matrix = np.full((len(candidates), len(columns)), np.nan)
+        for i, row in enumerate(response.scores):
+            if len(row) == len(response.objectives):
+                matrix[i] = [row[c] if math.isfinite(row[c]) else np.nan for c in columns]
+        return matrix
+
+    async def _score_vllm(
+        self, messages: Sequence[dict[str, Any]], candidates: Sequence[str], deadline: float
+    ) -> npt.NDArray[np.float64]:
+        question = question_of(messages)
+        matrix = np.full((len(candidates), 1), np.nan)
+        if self.spec.url.rstrip("/").endswith("/score"):
+            payload: dict[str, Any] = {"text_1": question, "text_2": list(candidates)}
+            decoder: type[_ScoreResponse] | type[_PoolingResponse] = _ScoreResponse
+        else:
+            payload = {"input": [f"{question}\n\n{c}" for c in candidates]}
+            decoder = _PoolingResponse
+        if self.spec.model is not None:
+            payload["model"] = self.spec.model
+        body = await self.client.post_json(
+            self.spec.url, msgspec.json.encode(payload), deadline=deadline
+        )
+        try:
+            response = msgspec.json.decode(body, type=decoder)
+            for item in response.data:
+                value = item.score if isinstance(item, _ScoreItem) else _last_value(item.data)
+                if 0 <= item.index < len(candidates) and math.isfinite(value):
+                    matrix[item.index, 0] = value
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise self._bad(f"not a vLLM score/pooling response: {exc}") from None
+        return matrix
+
+    def _bad(self, why: str) -> UpstreamError:
+        self.client.count_error("bad_response")
+        return UpstreamError(f"reward service {self.spec.url}: {why}", code="bad_response")

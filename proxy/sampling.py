@@ -1,0 +1,157 @@
+"""Drawing N samples for one request: in parallel, in waves, stopping early when decided.
+
+One upstream call with ``n=k`` where the upstream honours ``n``, else k concurrent
+calls. Without early stopping the first wave is all N. With exact early stopping
+(majority vote only) each wave is the fewest samples that could decide the vote: the
+leader must beat the runner-up even if every sample still to come went to the
+runner-up (``policies.vote_decided``), so the answer is the one the full vote would
+give. Samples are counted as they arrive; once the vote is decided, calls still
+running are cancelled. A failed call costs its samples, the rest still vote.
+
+    result = await draw_samples(client, body, n=8, supports_n=True,
+                                extractor=extract, early_stop=True, deadline=t)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from policies import ApiError, Extractor, vote_decided
+from proxy.upstream import Completion, UpstreamClient
+
+__all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
+
+logger = logging.getLogger(__name__)
+
+
+class Sample(msgspec.Struct, frozen=True):
+    """One sampled completion and the answer extracted from it (None: no answer)."""
+
+    text: str
+    message: dict[str, Any]
+    finish_reason: str | None
+    answer: str | None = None
+
+
+class SamplingResult(msgspec.Struct):
+    """What one request drew: the samples that arrived, and what it cost."""
+
+    samples: list[Sample]
+    launched: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    early_stopped: bool = False
+    model: str = ""
+    errors: list[ApiError] = msgspec.field(default_factory=list)
+
+
+def next_wave(counts: Counter[str], remaining: int) -> int:
+    """The fewest further samples that could decide the vote (at least 1, at most remaining).
+
+    With leader ``a``, runner-up ``b`` and ``r`` samples to come, x new votes for the
+    leader decide it when ``a + x > b + (r − x)``.
+    """
+    top = counts.most_common(2)
+    lead = top[0][1] if top else 0
+    second = top[1][1] if len(top) > 1 else 0
+    needed = (second + remaining - lead) // 2 + 1
+    return max(1, min(remaining, needed))
+
+
+def _call_body(body: dict[str, Any], k: int, seed: int | None) -> dict[str, Any]:
+    call = dict(body)
+    call["n"] = k
+    if seed is not None:
+        call["seed"] = seed
+    return call
+
+
+async def draw_samples(
+    client: UpstreamClient,
+    body: dict[str, Any],
+    *,
+    n: int,
+    supports_n: bool,
+    extractor: Extractor | None,
+    early_stop: bool,
+    deadline: float,
+    seed: int | None = None,
+) -> SamplingResult:
+    """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
+
+    ``seed``: the client's seed; each call gets ``seed + index of its first sample``
+    so samples differ but a request is reproducible. Early stopping needs an extractor.
+    Raises nothing for failed calls (see ``result.errors``); cancellation cancels
+    every call still running before it propagates.
+    """
+    result = SamplingResult(samples=[])
+    counts: Counter[str] = Counter()
+    stopping = early_stop and extractor is not None
+    pending: dict[asyncio.Task[Completion], int] = {}
+
+    def launch(k: int) -> None:
+        calls = [k] if supports_n or k == 1 else [1] * k
+        for size in calls:
+            call_seed = None if seed is None else seed + result.launched
+            task = asyncio.ensure_future(
+                client.chat(_call_body(body, size, call_seed), deadline=deadline)
+            )
+            pending[task] = size
+            result.launched += size
+            result.calls += 1
+
+    try:
+        launch(next_wave(counts, n) if stopping else n)
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                size = pending.pop(task)
+                error = task.exception()
+                if error is not None:
+                    if not isinstance(error, ApiError):
+                        raise error
+                    result.failed += size
+                    result.errors.append(error)
+                    continue
+                _collect(task.result(), result, counts, extractor)
+            unanswered = n - len(result.samples) - result.failed
+            if stopping and vote_decided(counts, unanswered):
+                result.early_stopped = unanswered > 0
+                break
+            if not pending and result.launched < n:
+                still = n - result.launched
+                launch(next_wave(counts, unanswered) if stopping else still)
+    finally:
+        if pending:
+            result.cancelled = sum(pending.values())
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    return result
+
+
+def _collect(
+    completion: Completion,
+    result: SamplingResult,
+    counts: Counter[str],
+    extractor: Extractor | None,
+) -> None:
+    if completion.usage is not None:
+        result.prompt_tokens += completion.usage.prompt_tokens
+        result.completion_tokens += completion.usage.completion_tokens
+    result.model = result.model or completion.model
+    for choice in completion.choices:
+        text = choice.text
+        answer = extractor(text) if extractor is not None else None
+        if answer is not None:
+            counts[answer] += 1
+        message = choice.message or {"role": "assistant", "content": text}
+        result.samples.append(Sample(text, message, choice.finish_reason, answer))

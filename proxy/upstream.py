@@ -1,0 +1,394 @@
+"""The upstream client: the one place that talks httpx and maps its errors to ours.
+
+Every call goes through the same seam: the upstream's circuit breaker, its concurrency
+limit (a semaphore), the request's deadline, and bounded retries with exponential
+backoff and full jitter where a retry is safe (connect errors, 429 within the deadline,
+502/503/504; never once bytes of a stream have reached the client). Above this module
+nothing catches httpx types.
+
+    client = UpstreamClient.from_spec(spec, http, retry=RetryConfig(), breaker=..., metrics=...)
+    completion = await client.chat({"model": ..., "messages": [...], "n": 4}, deadline=t)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from policies import (
+    ApiError,
+    RateLimited,
+    UpstreamError,
+    UpstreamSpec,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.breaker import CircuitBreaker, CircuitOpen
+from proxy.config import RetryConfig
+from proxy.metrics import ERROR_KINDS, ProxyMetrics, status_class
+
+__all__ = [
+    "Completion",
+    "CompletionChoice",
+    "RawResponse",
+    "UpstreamClient",
+    "UpstreamStream",
+    "Usage",
+    "error_kind",
+]
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Headers of an upstream response a pass-through client may rely on.
+_FORWARD_HEADERS = ("content-type", "retry-after", "x-request-id", "x-should-retry")
+_FORWARD_PREFIXES = ("openai-", "x-ratelimit-")
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class CompletionChoice(msgspec.Struct, frozen=True):
+    index: int = 0
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        content = (self.message or {}).get("content")
+        return content if isinstance(content, str) else ""
+
+
+class Completion(msgspec.Struct, frozen=True):
+    """The parts of an upstream chat completion the proxy uses."""
+
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    model: str = ""
+
+
+class RawResponse(msgspec.Struct, frozen=True):
+    """An upstream response kept as bytes, for faithful pass-through."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+_decode_completion = msgspec.json.Decoder(Completion).decode
+
+
+def _error_headers(response: httpx.Response) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in response.headers.items():
+        lower = key.lower()
+        if lower in _FORWARD_HEADERS or lower.startswith(_FORWARD_PREFIXES):
+            out[lower] = value
+    return out
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from LLM servers; fall back to backoff
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    try:
+        body = msgspec.json.decode(response.content)
+        message = body["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (msgspec.DecodeError, KeyError, TypeError):
+        pass
+    return response.text[:300]
+
+
+def error_kind(exc: BaseException) -> str:
+    """The ``kind`` label of ``iapo_upstream_errors_total`` for an error of ours."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, ApiError) and exc.code == "upstream_connect":
+        return "connect"
+    if isinstance(exc, ApiError) and exc.code == "bad_response":
+        return "bad_response"
+    return "server_error"
+
+
+def _status_error(name: str, response: httpx.Response) -> ApiError:
+    status = response.status_code
+    message = f"upstream {name!r} answered {status}: {_upstream_message(response)}"
+    if status == 429:
+        return RateLimited(message, retry_after=_retry_after(response.headers))
+    if status == 503:
+        return UpstreamUnavailable(message, retry_after=_retry_after(response.headers))
+    if status == 504:
+        return UpstreamTimeout(message)
+    if status >= 500:
+        return UpstreamError(message)
+    # The upstream refused the request itself (context too long, bad parameter):
+    # the client should see that status and message, not a 5xx.
+    return ApiError(message, status_code=status, code="upstream_rejected")
+
+
+class UpstreamClient:
+    """Calls one upstream (or reward service) through breaker, semaphore, deadline, retries."""
+
+    def __init__(
+        self,
+        name: str,
+        http: httpx.AsyncClient,
+        *,
+        url: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        connect_timeout_s: float,
+        max_concurrency: int,
+        max_retries: int,
+        retry: RetryConfig,
+        breaker: CircuitBreaker,
+        metrics: ProxyMetrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.http = http
+        self.url = url
+        self.headers = {"content-type": "application/json", **headers}
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_retries = max_retries
+        self.retry = retry
+        self.breaker = breaker
+        self.metrics = metrics
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._rng = rng or random.Random()
+        label = metrics.upstream(name)
+        self._duration = metrics.upstream_duration.labels(label)
+        self._requests = {
+            c: metrics.upstream_requests.labels(label, c) for c in ("2xx", "4xx", "5xx")
+        }
+        self._errors = {k: metrics.upstream_errors.labels(label, k) for k in ERROR_KINDS}
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: UpstreamSpec,
+        http: httpx.AsyncClient,
+        *,
+        retry: RetryConfig,
+        breaker: CircuitBreaker,
+        metrics: ProxyMetrics,
+        rng: random.Random | None = None,
+    ) -> UpstreamClient:
+        key = spec.api_key()
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return cls(
+            spec.name,
+            http,
+            url=spec.chat_url,
+            headers=headers,
+            timeout_s=spec.timeout_s,
+            connect_timeout_s=spec.connect_timeout_s,
+            max_concurrency=spec.max_concurrency,
+            max_retries=spec.max_retries,
+            retry=retry,
+            breaker=breaker,
+            metrics=metrics,
+            rng=rng,
+        )
+
+    def count_error(self, kind: str) -> None:
+        self._errors[kind].inc()
+
+    # -- the seam ---------------------------------------------------------------------
+
+    def _timeout(self, deadline: float) -> httpx.Timeout:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"the request deadline passed before calling {self.name!r}")
+        total = min(self.timeout_s, remaining)
+        return httpx.Timeout(total, connect=min(self.connect_timeout_s, total))
+
+    async def _attempt(
+        self, content: bytes, deadline: float, *, stream: bool, url: str | None
+    ) -> httpx.Response:
+        """One call: breaker, semaphore, httpx; errors of ours only (status is not checked)."""
+        self.breaker.before_call()
+        verdict = False
+        try:
+            async with self._semaphore:
+                request = self.http.build_request(
+                    "POST",
+                    url or self.url,
+                    content=content,
+                    headers=self.headers,
+                    timeout=self._timeout(deadline),
+                )
+                started = time.perf_counter()
+                try:
+                    response = await self.http.send(request, stream=stream)
+                except httpx.TimeoutException as exc:
+                    verdict = True
+                    self.breaker.record_failure()
+                    if isinstance(exc, httpx.ConnectTimeout):
+                        raise UpstreamUnavailable(
+                            f"upstream {self.name!r}: connect timed out", code="upstream_connect"
+                        ) from None
+                    raise UpstreamTimeout(f"upstream {self.name!r} timed out") from None
+                except httpx.TransportError as exc:
+                    verdict = True
+                    self.breaker.record_failure()
+                    raise UpstreamUnavailable(
+                        f"upstream {self.name!r} unreachable: {type(exc).__name__}",
+                        code="upstream_connect",
+                    ) from None
+                self._duration.observe(time.perf_counter() - started)
+                self._requests[status_class(response.status_code)].inc()
+                verdict = True
+                if response.status_code >= 500:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()
+                return response
+        finally:
+            if not verdict:
+                self.breaker.release()
+
+    def _backoff(self, attempt: int, error: ApiError, deadline: float) -> float | None:
+        """Seconds to wait before retry ``attempt`` (1-based), or None to give up."""
+        if attempt > self.max_retries:
+            return None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            cap = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
+            delay = self._rng.uniform(0, cap)
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            return None
+        return delay
+
+    async def _call(
+        self, content: bytes, deadline: float, *, stream: bool = False, url: str | None = None
+    ) -> httpx.Response:
+        """Call with retries; returns the last response (2xx, or a non-retryable status)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._attempt(content, deadline, stream=stream, url=url)
+            except asyncio.CancelledError:
+                self.count_error("cancelled")
+                raise
+            except ApiError as exc:
+                self.count_error(error_kind(exc))
+                retryable = exc.code == "upstream_connect"
+                delay = self._backoff(attempt, exc, deadline) if retryable else None
+                if delay is None:
+                    raise
+                logger.info("upstream %s: %s; retry %d in %.2fs", self.name, exc, attempt, delay)
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            if stream:
+                await response.aread()
+            error = _status_error(self.name, response)
+            self.count_error(error_kind(error))
+            delay = self._backoff(attempt, error, deadline)
+            if delay is None:
+                return response
+            await response.aclose()
+            logger.info(
+                "upstream %s: %d; retry %d in %.2fs",
+                self.name,
+                response.status_code,
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    # -- what the proxy calls ---------------------------------------------------------
+
+    async def chat(self, body: dict[str, Any], *, deadline: float) -> Completion:
+        """A chat completion; raises our ApiError subclasses on any failure."""
+        response = await self._call(msgspec.json.encode(body), deadline)
+        if response.status_code >= 300:
+            raise _status_error(self.name, response)
+        try:
+            completion = _decode_completion(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.count_error("bad_response")
+            raise UpstreamError(
+                f"upstream {self.name!r} sent a malformed completion: {exc}", code="bad_response"
+            ) from None
+        if not completion.choices:
+            self.count_error("bad_response")
+            raise UpstreamError(f"upstream {self.name!r} sent no choices", code="bad_response")
+        return completion
+
+    async def post_json(self, url: str, content: bytes, *, deadline: float) -> bytes:
+        """POST a JSON body to ``url`` (a reward service) and return the 2xx body."""
+        response = await self._call(content, deadline, url=url)
+        if response.status_code >= 300:
+            raise _status_error(self.name, response)
+        return response.content
+
+    async def forward(self, content: bytes, *, deadline: float) -> RawResponse:
+        """Pass-through: the raw request bytes in, the upstream's status and bytes out."""
+        response = await self._call(content, deadline)
+        return RawResponse(response.status_code, _error_headers(response), response.content)
+
+    async def open_stream(self, content: bytes, *, deadline: float) -> UpstreamStream | RawResponse:
+        """Pass-through streaming: an open stream on 2xx, else the raw error response."""
+        response = await self._call(content, deadline, stream=True)
+        if response.status_code >= 300:
+            body = await response.aread()
+            await response.aclose()
+            return RawResponse(response.status_code, _error_headers(response), body)
+        return UpstreamStream(self, response)
+
+
+class UpstreamStream:
+    """An upstream response being streamed; iterate its bytes, then ``aclose``."""
+
+    def __init__(self, client: UpstreamClient, response: httpx.Response) -> None:
+        self._client = client
+        self.response = response
+        self.status = response.status_code
+        self.headers = _error_headers(response)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The raw bytes as they arrive; a broken stream raises UpstreamError, never ends."""
+        try:
+            async for chunk in self.response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            self._client.count_error("timeout")
+            raise UpstreamTimeout(f"upstream {self._client.name!r} stalled mid-stream") from None
+        except httpx.HTTPError as exc:
+            self._client.count_error("server_error")
+            raise UpstreamError(
+                f"upstream {self._client.name!r} broke off the stream: {type(exc).__name__}"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

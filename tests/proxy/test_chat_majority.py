@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.proxy.conftest import SYSTEM_PROMPT, chat_body, make_config, make_policy, running_proxy
+from tests.proxy.scripted import ScriptedUpstream
+
+ANSWERS = ["So it is 12.", "I get 7", "12", "Answer: 12", "no idea", "7", "12", "7"]
+
+
+async def test_majority_vote_applies_prompt_draws_n_and_sums_usage(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(ANSWERS)
+    async with running_proxy(make_config(tmp_path), upstream) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={"X-IAPO-Task": "math", "X-IAPO-Tier": "standard"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # one call with n=4 (the upstream honours n), the policy's system prompt first
+    assert upstream.sample_ns() == [4]
+    sent = upstream.requests[0]
+    assert sent["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert sent["messages"][1]["content"] == "What is 6 + 6?"
+    assert sent["model"] == "up-model"
+    assert sent["temperature"] > 0
+    assert "stream" not in sent
+    # samples: "So it is 12.", "I get 7", "12", "Answer: 12" -> 12 wins with 3/4
+    assert len(body["choices"]) == 1
+    assert body["choices"][0]["message"]["content"] == "So it is 12."
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
+    headers = response.headers
+    assert headers["x-iapo-task"] == "math"
+    assert headers["x-iapo-tier"] == "standard"
+    assert headers["x-iapo-samples"] == "4/4"
+    assert headers["x-iapo-agreement"] == "0.7500"
+    # cost: 10 prompt tokens at 1.0/1k + 20 completion tokens at 2.0/1k
+    assert float(headers["x-iapo-cost"]) == pytest.approx(0.05)
+    assert len(headers["x-iapo-policy"]) == 12
+
+
+async def test_model_alias_and_default_tier(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(ANSWERS)
+    config = make_config(tmp_path, task={"aliases": ["math-solver"]})
+    async with running_proxy(config, upstream) as (client, _):
+        response = await client.post("/v1/chat/completions", json=chat_body(model="math-solver"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-iapo-tier"] == "standard"
+    assert upstream.sample_ns() == [4]
+
+
+async def test_tiers_change_n(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(ANSWERS)
+    async with running_proxy(make_config(tmp_path), upstream) as (client, _):
+        for tier in ("economy", "premium"):
+            response = await client.post(
+                "/v1/chat/completions",
+                json=chat_body(),
+                headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
+            )
+            assert response.status_code == 200, response.text
+    assert upstream.sample_ns() == [1, 8]
+
+
+async def test_fan_out_without_n_support_uses_per_sample_seeds(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(ANSWERS, supports_n=False)
+    async with running_proxy(make_config(tmp_path, supports_n=False), upstream) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(seed=100, temperature=0),
+            headers={"X-IAPO-Task": "math", "X-IAPO-Tier": "standard"},
+        )
+    assert response.status_code == 200, response.text
+    assert upstream.sample_ns() == [1, 1, 1, 1]
+    assert sorted(r["seed"] for r in upstream.requests) == [100, 101, 102, 103]
+    # temperature 0 would draw N identical samples; the upstream's default is used
+    assert all(r["temperature"] == pytest.approx(0.7) for r in upstream.requests)
+    assert response.json()["usage"]["total_tokens"] == 4 * 15
+
+
+async def test_client_n_gets_top_distinct_candidates(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(ANSWERS)
+    async with running_proxy(make_config(tmp_path), upstream) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(n=3),
+            headers={"X-IAPO-Task": "math", "X-IAPO-Tier": "premium"},
+        )
+    assert response.status_code == 200, response.text
+    contents = [c["message"]["content"] for c in response.json()["choices"]]
+    # 8 samples: 12 x4, 7 x3, one unextractable; distinct answers ranked by votes
+    assert contents[:2] == ["So it is 12.", "I get 7"]
+    assert contents[2] == "no idea"
+    assert [c["index"] for c in response.json()["choices"]] == [0, 1, 2]
+    assert upstream.sample_ns() == [8]
+
+
+async def test_template_prompt_wraps_the_question(tmp_path: Path) -> None:
+    from policies import PromptCandidate
+
+    policy = make_policy(
+        prompt=PromptCandidate("tpl", "Q: {question}\nThink, then answer.", "template")
+    )
+    upstream = ScriptedUpstream(ANSWERS)
+    async with running_proxy(make_config(tmp_path, policy), upstream) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(
+                messages=[
+                    {"role": "system", "content": "be nice"},
+                    {"role": "user", "content": "2+2?"},
+                ]
+            ),
+            headers={"X-IAPO-Task": "math"},
+        )
+    assert response.status_code == 200, response.text
+    messages = upstream.requests[0]["messages"]
+    assert messages == [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "Q: 2+2?\nThink, then answer."},
+    ]
