@@ -14,8 +14,10 @@ protocol with a replay and a live implementation.
 from __future__ import annotations
 
 from optimizer.api import DEFAULT_METHOD, make_run, optimize, replay_task
+from optimizer.cache import CachedSample, SampleCache
 from optimizer.engine import Run
 from optimizer.estimators import BlockEstimator, Estimate, PooledEstimator, Pull
+from optimizer.live import HttpSampler, sample_seed
 from optimizer.methods import METHODS, plan_method
 from optimizer.plan import Plan
 from optimizer.replay import ReplaySampler
@@ -36,8 +38,10 @@ __all__ = [
     "METHODS",
     "ArmEstimate",
     "BlockEstimator",
+    "CachedSample",
     "Estimate",
     "Estimates",
+    "HttpSampler",
     "OptimizationResult",
     "Plan",
     "PooledEstimator",
@@ -46,6 +50,7 @@ __all__ = [
     "ReplaySampler",
     "Run",
     "SampleBatch",
+    "SampleCache",
     "Sampler",
     "TierReport",
     "estimates_path",
@@ -55,5 +60,6 @@ __all__ = [
     "optimize",
     "plan_method",
     "replay_task",
+    "sample_seed",
     "save_estimates",
 ]

@@ -180,11 +180,22 @@ class Run:
         cost = np.nan_to_num(estimate.cost_per_sample, nan=0.0)
         return filled - self.cost_weights[:, None, None] * cost[None, :, None] * (k + 1)
 
-    def halve(self, active: Mask) -> Mask:
-        """Each tier keeps the better ⌈n/2⌉ of its active arms (random tie-breaking)."""
+    def halve(self, active: Mask, *, by_prompt: bool = False) -> Mask:
+        """Each tier keeps the better ⌈n/2⌉ of its active arms (random tie-breaking).
+
+        ``by_prompt``: halve the tier's prompts instead, a prompt valued by its best
+        active arm and kept or dropped with all its arms.
+        """
         values = self.ranking(self.estimator.estimate())
         out = np.zeros_like(active)
         for t in range(active.shape[0]):
+            if by_prompt:
+                prompts = np.flatnonzero(active[t].any(axis=1))
+                best = np.where(active[t], values[t], -np.inf).max(axis=1)[prompts]
+                order = np.lexsort((self.rng.random(prompts.size), -best))
+                kept = prompts[order[: math.ceil(prompts.size / 2)]]
+                out[t, kept] = active[t, kept]
+                continue
             arms = np.flatnonzero(active[t])
             if arms.size <= 1:
                 out[t].flat[arms] = True
@@ -221,13 +232,15 @@ class Run:
         *,
         rounds: int | None = None,
         halve: bool = True,
+        by_prompt: bool = False,
         pull_cap: Callable[[int, int], int | None] | None = None,
     ) -> Mask:
         """Successive halving over ``active`` with exactly ``budget`` samples.
 
         ``pull_cap(share, prompts)`` may cap a round's pull size (None: no cap).
         """
-        rounds = rounds or rounds_for(int(active.sum(axis=(1, 2)).max()))
+        units = active.any(axis=2).sum(axis=1) if by_prompt else active.sum(axis=(1, 2))
+        rounds = rounds or rounds_for(int(units.max()))
         stop_at = self.spent + budget
         for r in range(rounds):
             left = stop_at - self.spent
@@ -241,5 +254,5 @@ class Run:
             self.rounds_scaled += scaled
             await self.spend(pulls)
             if halve and not last:
-                active = self.halve(active)
+                active = self.halve(active, by_prompt=by_prompt)
         return active

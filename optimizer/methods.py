@@ -41,6 +41,7 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "psst": MethodSpec("blocks", False, "PSST, disjoint-block reuse (the paper)"),
     "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled per-query estimator"),
+    "sh-pooled": MethodSpec("pooled", True, "halving over prompts per tier, pooled estimator"),
     "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
     "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
     "prompt-only": MethodSpec("blocks", False, "halving over prompts at N=1"),
@@ -106,6 +107,9 @@ def plan_method(
     if method in ("psst", "psst-pooled"):
         cap = _pooled_cap if method == "psst-pooled" else None
         halving_phase("psst", _arm_counts(arms), budget, k_max, prompts, cap=cap)
+    elif method == "sh-pooled":
+        counts = (prompts,) * len(run.tiers)
+        halving_phase("halving over prompts", counts, budget, k_max, prompts, cap=_pooled_cap)
     elif method in ("warmup", "warmup-pooled"):
         warm = math.floor(warmup_share * budget)
         phases.append(
@@ -141,6 +145,9 @@ async def run_method(
     runners: dict[str, Callable[[], Awaitable[Mask]]] = {
         "psst": lambda: run.halving(run.all_arms(), run.remaining),
         "psst-pooled": lambda: run.halving(run.all_arms(), run.remaining, pull_cap=_pooled_cap),
+        "sh-pooled": lambda: run.halving(
+            run.all_arms(), run.remaining, by_prompt=True, pull_cap=_pooled_cap
+        ),
         "warmup": lambda: _warmup(run, warmup_share, top_k, keep=False),
         "warmup-pooled": lambda: _warmup(run, warmup_share, top_k, keep=True),
         "prompt-only": lambda: _prompt_only(run, run.remaining),
