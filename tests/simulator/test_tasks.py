@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iapo.cli import main
+from iapo.simulator import Simulator, write_tasks
+from policies.errors import ConfigError
+from policies.taskfile import load_dataset, load_task_file
+
+
+def test_written_task_files_load_and_point_at_the_simulator(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    written = write_tasks(simulator, tmp_path, "http://127.0.0.1:1234")
+    assert [t.spec.name for t in written] == ["math", "assist"]
+    for task in written:
+        task_file, dataset = load_task_file(task.task_file)
+        assert task_file.task == task.spec
+        assert task_file.upstream.base_url == "http://127.0.0.1:1234/v1"
+        assert dataset == task.train
+    math_file, math_data = load_task_file(written[0].task_file)
+    rows = load_dataset(math_data, math_file.task.extractor)
+    assert len(rows) == 150
+    assert rows[4].answer == simulator.gold_answer("train", 4)
+    assert rows[4].question == simulator.questions["train"][4]
+    assert written[0].test is not None
+    assert len(load_dataset(written[0].test, math_file.task.extractor)) == 100
+    assist_file, assist_data = load_task_file(written[1].task_file)
+    assert assist_file.task.strategy == "best_of_n"
+    assert assist_file.task.reward is not None
+    assert assist_file.task.reward.url == "http://127.0.0.1:1234/v1/reward"
+    assert len(load_dataset(assist_data, None)) == 120
+
+
+def test_priced_usage_equals_the_table_cost(simulator: Simulator, tmp_path: Path) -> None:
+    task_file, _ = load_task_file(write_tasks(simulator, tmp_path, "http://h:1")[0].task_file)
+    for prompt, candidate in enumerate(task_file.task.prompts):
+        completion = simulator.complete(candidate.render(simulator.questions["train"][0]), n=3)
+        cost = task_file.upstream.cost(completion.prompt_tokens, completion.completion_tokens)
+        assert cost == pytest.approx(3 * simulator.majority.cost_per_prompt[prompt], rel=1e-9)
+
+
+def test_cli_writes_tasks_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "simulate",
+            "--port",
+            "8999",
+            "--write-task",
+            str(tmp_path / "tasks"),
+            "--write-only",
+            "--write-table",
+            str(tmp_path / "table.npz"),
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "table.npz").exists()
+    task_file, _ = load_task_file(tmp_path / "tasks" / "math.toml")
+    assert task_file.upstream.base_url == "http://127.0.0.1:8999/v1"
+    assert "assist.toml" in capsys.readouterr().out
+
+
+def test_cli_write_only_needs_a_directory() -> None:
+    from iapo.commands import simulate
+
+    args = simulate_args(write_only=True)
+    with pytest.raises(ConfigError, match="--write-task"):
+        simulate.run(args)
+
+
+def simulate_args(**overrides: object) -> object:
+    import argparse
+
+    defaults = {
+        "replay": None,
+        "host": "127.0.0.1",
+        "port": 0,
+        "seed": None,
+        "write_task": None,
+        "write_only": False,
+        "write_table": None,
+        "latency_ms": 0.0,
+    }
+    return argparse.Namespace(**{**defaults, **overrides})
