@@ -172,7 +172,8 @@ class TaskCall:
     async def run(self, deadline: float) -> Answer:
         """Sample, aggregate and build the answer; raises ApiError if no sample arrived."""
         strategy = self.choice.strategy
-        self.result = result = await draw_samples(
+        self.result = result = SamplingResult(samples=[])
+        await draw_samples(
             self.upstream,
             self.body,
             n=self.n,
@@ -181,6 +182,7 @@ class TaskCall:
             early_stop=self.served.config.early_stop and strategy == "majority",
             deadline=deadline,
             seed=self.view.seed,
+            result=result,
         )
         if not result.samples:
             raise all_failed(result.errors, result.launched)

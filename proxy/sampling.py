@@ -84,15 +84,17 @@ async def draw_samples(
     early_stop: bool,
     deadline: float,
     seed: int | None = None,
+    result: SamplingResult | None = None,
 ) -> SamplingResult:
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
 
     ``seed``: the client's seed; each call gets ``seed + index of its first sample``
     so samples differ but a request is reproducible. Early stopping needs an extractor.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
-    every call still running before it propagates.
+    every call still running before it propagates. Pass ``result`` to see what was
+    spent even when cancelled.
     """
-    result = SamplingResult(samples=[])
+    result = result if result is not None else SamplingResult(samples=[])
     counts: Counter[str] = Counter()
     stopping = early_stop and extractor is not None
     pending: dict[asyncio.Task[Completion], int] = {}

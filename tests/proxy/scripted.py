@@ -100,12 +100,9 @@ class ScriptedUpstream:
         self.headers.append(headers)
         request = msgspec.json.decode(body)
         self.requests.append(request)
-        try:
-            if self.latency_s:
-                await asyncio.sleep(self.latency_s)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+        if self.latency_s and await _disconnected_within(receive, self.latency_s):
+            self.cancelled += 1  # the caller hung up: stop generating, as vLLM does
+            return
         failure = self._failures.pop(0) if self._failures else self.always_fail
         if failure is not None:
             status, extra = failure if isinstance(failure, tuple) else (failure, {})
@@ -174,6 +171,17 @@ class ScriptedUpstream:
             200,
             msgspec.json.encode({"objectives": request["objectives"], "scores": scores}),
         )
+
+
+async def _disconnected_within(receive: Any, seconds: float) -> bool:
+    """Sleep ``seconds`` unless the client disconnects first (then True)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _respond(
