@@ -40,6 +40,15 @@ def ratio(numerator: str, denominator: str) -> str:
     return f"{numerator}\n/\n{denominator}"
 
 
+def share(numerator: str, denominator: str) -> str:
+    """``numerator / denominator``, 0 (not "No data") where the numerator has no series.
+
+    The proxy creates a label set on its first event, so a task that never failed has
+    no failure series at all; ``or 0 * denominator`` fills in a zero with its labels.
+    """
+    return ratio(f"(\n{numerator}\nor\n0 * {denominator}\n)", denominator)
+
+
 def quantile(q: float, metric: str, selector: str = TT, by: str = BY) -> str:
     return f"histogram_quantile({q}, {rate(metric + '_bucket', selector, 'le, ' + by)})"
 
@@ -155,7 +164,7 @@ def _panels() -> list[Panel]:
         stat(
             "Error ratio (5xx)",
             "Share of requests that ended with a 5xx.",
-            ratio(
+            share(
                 f'sum(rate(iapo_requests_total{{{TT},status_class="5xx"}}[{RI}]))',
                 f"sum(rate(iapo_requests_total{{{TT}}}[{RI}]))",
             ),
@@ -345,7 +354,7 @@ def _panels() -> list[Panel]:
         timeseries(
             "Answer-extraction failures",
             "Share of samples whose answer the extractor could not find.",
-            [target(ratio(rate("iapo_extraction_failures_total"), rate("iapo_samples_total")))],
+            [target(share(rate("iapo_extraction_failures_total"), rate("iapo_samples_total")))],
             "percentunit",
         ),
         w=8,
