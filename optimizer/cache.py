@@ -11,6 +11,7 @@ and a re-run with the same arguments asks for the same keys.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,8 @@ class SampleCache:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One statement-and-commit at a time: concurrent pulls share this connection.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path) -> SampleCache:
@@ -82,12 +85,15 @@ class SampleCache:
         if not wanted:
             return {}
         try:
-            async with self._db.execute(
-                "SELECT draw, text, answer, rewards, prompt_tokens, completion_tokens, cost "
-                "FROM optimizer_samples WHERE run_key = ? AND prompt_id = ? AND query_id = ? "
-                "AND draw BETWEEN ? AND ?",
-                (run_key, prompt_id, query_id, wanted[0], wanted[-1]),
-            ) as cursor:
+            async with (
+                self._lock,
+                self._db.execute(
+                    "SELECT draw, text, answer, rewards, prompt_tokens, completion_tokens, cost "
+                    "FROM optimizer_samples WHERE run_key = ? AND prompt_id = ? AND query_id = ? "
+                    "AND draw BETWEEN ? AND ?",
+                    (run_key, prompt_id, query_id, wanted[0], wanted[-1]),
+                ) as cursor,
+            ):
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the sample cache: {exc}") from exc
@@ -114,35 +120,45 @@ class SampleCache:
     ) -> None:
         """Store samples by draw index (a draw stored twice keeps its first value)."""
         try:
-            await self._db.executemany(
-                "INSERT OR IGNORE INTO optimizer_samples (run_key, prompt_id, query_id, draw, "
-                "text, answer, rewards, prompt_tokens, completion_tokens, cost) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_key,
-                        prompt_id,
-                        query_id,
-                        draw,
-                        s.text,
-                        s.answer,
-                        None if s.rewards is None else json.dumps(list(s.rewards)),
-                        s.prompt_tokens,
-                        s.completion_tokens,
-                        s.cost,
-                    )
-                    for draw, s in samples
-                ],
-            )
-            await self._db.commit()
+            async with self._lock:
+                await self._put(run_key, prompt_id, query_id, samples)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the sample cache: {exc}") from exc
+
+    async def _put(
+        self,
+        run_key: str,
+        prompt_id: str,
+        query_id: str,
+        samples: Sequence[tuple[int, CachedSample]],
+    ) -> None:
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO optimizer_samples (run_key, prompt_id, query_id, draw, "
+            "text, answer, rewards, prompt_tokens, completion_tokens, cost) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_key,
+                    prompt_id,
+                    query_id,
+                    draw,
+                    s.text,
+                    s.answer,
+                    None if s.rewards is None else json.dumps(list(s.rewards)),
+                    s.prompt_tokens,
+                    s.completion_tokens,
+                    s.cost,
+                )
+                for draw, s in samples
+            ],
+        )
+        await self._db.commit()
 
     async def count(self, run_key: str | None = None) -> int:
         """Samples stored (for one run key, or in all)."""
         query, params = "SELECT COUNT(*) FROM optimizer_samples", tuple[str, ...]()
         if run_key is not None:
             query, params = query + " WHERE run_key = ?", (run_key,)
-        async with self._db.execute(query, params) as cursor:
+        async with self._lock, self._db.execute(query, params) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
