@@ -3,7 +3,10 @@ the Grafana provisioning agree with each other and with the proxy config."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -172,3 +175,25 @@ def test_example_policy_is_the_simulators_best_arm_per_tier() -> None:
         best = np.unravel_index(np.argmax(utility), utility.shape)
         assert (prompt, choice.n - 1) == tuple(int(i) for i in best), name
         assert choice.expected_utility == pytest.approx(utility[best], abs=1e-6)
+
+
+def test_docker_compose_validates_the_file() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose not installed (Debian package docker-compose)")
+    env = {k: v for k, v in os.environ.items() if k != "IAPO_API_KEYS"}
+
+    def config(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        argv = [tool, "-f", str(COMPOSE), "config"]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=False, env=env | extra
+        )
+
+    valid = config({"IAPO_API_KEYS": "sk-test"})
+    assert valid.returncode == 0, valid.stderr
+    resolved = yaml.safe_load(valid.stdout)
+    assert resolved["services"]["iapo"]["environment"]["IAPO_API_KEYS"] == "sk-test"
+    # Without keys the stack refuses to start rather than run an open proxy.
+    missing = config({})
+    assert missing.returncode != 0
+    assert "IAPO_API_KEYS" in missing.stderr
