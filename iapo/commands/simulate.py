@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.write_table:
         save_table(simulator.majority, args.write_table)
         print(f"wrote {args.write_table}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says it is TCP; without it every keep-alive response waits ~40 ms
+    # for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         if not args.write_only:

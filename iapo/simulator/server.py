@@ -39,7 +39,10 @@ async def serve_in_background(
     """Serve ``app`` until the block exits; yields its base URL (no trailing slash)."""
     # Bind here, not in uvicorn: a busy port then raises an error we can report, instead
     # of uvicorn's sys.exit inside a task.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says it is TCP; without it every keep-alive response waits ~40 ms
+    # for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

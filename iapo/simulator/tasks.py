@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
 from iapo.simulator.rewards import RewardTable
@@ -49,11 +50,17 @@ REWARD_TASK = "assist"
 MODEL = "iapo-sim"
 
 
-def make_simulator(replay: str | Path | None = None, *, seed: int = DEFAULT_SEED) -> Simulator:
+def make_simulator(
+    replay: str | Path | None = None,
+    *,
+    seed: int = DEFAULT_SEED,
+    rng: np.random.Generator | None = None,
+) -> Simulator:
     """The built-in synthetic simulator, or one answering from a recorded table.
 
-    Either way the Best-of-N task is the synthetic reward table (recorded tables have no
-    reward scores).
+    ``seed`` generates the synthetic tables and question texts; ``rng`` draws the samples
+    of requests that carry no ``seed`` (default: seeded by ``seed``). Either way the
+    Best-of-N task is the synthetic reward table (recorded tables have no reward scores).
     """
     reward: RewardTable = synthetic_reward_table(seed)
     if replay is None:
@@ -63,8 +70,10 @@ def make_simulator(replay: str | Path | None = None, *, seed: int = DEFAULT_SEED
             majority_prompts=MAJORITY_PROMPTS,
             reward_prompts=REWARD_PROMPTS,
             seed=seed,
+            rng=rng,
         )
-    return Simulator(load_table(replay), reward, reward_prompts=REWARD_PROMPTS, seed=seed)
+    table = load_table(replay)
+    return Simulator(table, reward, reward_prompts=REWARD_PROMPTS, seed=seed, rng=rng)
 
 
 def upstream_spec(base_url: str) -> UpstreamSpec:
