@@ -1,13 +1,13 @@
-"""A real Prometheus scrapes a real proxy: the deploy/ files work end to end.
+"""A real Prometheus scrapes real proxies: the deploy/ files work end to end.
 
 The compose stack in miniature, on 127.0.0.1 with free ports: ``iapo simulate`` is the
-upstream, ``iapo serve`` runs the config and policy of ``deploy/iapo`` (only the upstream
-URL, the listen address and the request-log path changed), and Debian's ``prometheus``
-scrapes it every second with the ``iapo`` job of ``deploy/prometheus/prometheus.yml`` and
-evaluates ``deploy/prometheus/alerts.yml``. Requests go through the openai SDK; the test
-reads them back through Prometheus' HTTP API, runs every dashboard query, and checks the
-image's HEALTHCHECK command against the live proxy.
-"""
+upstream; two ``iapo serve`` replicas run the config and policy of ``deploy/iapo`` (only
+the upstream URL, the listen address and the request-log path changed); Debian's
+``prometheus`` scrapes each replica every second with the ``iapo`` job of
+``deploy/prometheus/prometheus.yml`` and evaluates ``deploy/prometheus/alerts.yml``.
+Requests go through the openai SDK; the test reads them back through Prometheus' HTTP API
+summed over replicas, runs every dashboard query, and checks the image's HEALTHCHECK
+command and SIGTERM shutdown against a live replica."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +46,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus]
 PROMETHEUS = shutil.which("prometheus")
 KEY = "sk-e2e-prometheus"
 DEADLINE_S = 30.0
-# Requests per tier; the proxy serves each with the policy's (prompt, N).
+REPLICAS = 2
+# Requests per tier, spread over the replicas; each is served with the policy's (prompt, N).
 TRAFFIC = {"economy": 3, "standard": 2, "premium": 1}
 T = TypeVar("T")
 
@@ -74,6 +76,11 @@ def _wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = DEADL
 
 def _ok(url: str) -> bool | None:
     return True if httpx.get(url, timeout=2).status_code == 200 else None
+
+
+def _ready(process: Process, url: str) -> bool | None:
+    process.alive()
+    return _ok(url)
 
 
 class Process:
@@ -115,7 +122,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Simulator, proxy and Prometheus, started in that order and stopped in reverse."""
     if PROMETHEUS is None:
         pytest.skip("prometheus not installed (Debian package prometheus)")
-    env = {**os.environ, "IAPO_API_KEYS": KEY, "IAPO_REQUEST_LOG": str(tmp_path / "log.sqlite")}
+    env = {**os.environ, "IAPO_API_KEYS": KEY}
     processes: list[Process] = []
     try:
         sim_port = _free_port()
@@ -136,24 +143,31 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         config.write_text(
             text.replace("http://upstream:8900/v1", f"http://127.0.0.1:{sim_port}/v1")
         )
-        proxy_port = _free_port()
         _wait_for("the simulator", lambda: _ok(f"http://127.0.0.1:{sim_port}/healthz"))
-        proxy = Process(
-            "iapo serve",
-            _iapo(
-                "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(proxy_port)
-            ),
-            tmp_path / "serve.log",
-            env,
-        )
-        processes.append(proxy)
-        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        # Two replicas, as `--scale iapo=2` or a Deployment would run them: one process each,
+        # each scraped on its own, sharing only the read-only config and policy.
+        proxies: list[Process] = []
+        ports: list[int] = []
+        for replica in range(REPLICAS):
+            ports.append(_free_port())
+            argv = _iapo("serve", "--config", str(config), "--host", "127.0.0.1")
+            replica_env = {**env, "IAPO_REQUEST_LOG": str(tmp_path / f"log-{replica}.sqlite")}
+            proxies.append(
+                Process(
+                    f"iapo serve #{replica}",
+                    [*argv, "--port", str(ports[-1])],
+                    tmp_path / f"serve-{replica}.log",
+                    replica_env,
+                )
+            )
+            processes.append(proxies[-1])
+        proxy_urls = [f"http://127.0.0.1:{port}" for port in ports]
 
         # The iapo job of the compose Prometheus, pointed at this proxy, scraping every second.
         deployed = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
         job = next(j for j in deployed["scrape_configs"] if j["job_name"] == "iapo")
         del job["dns_sd_configs"]
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{proxy_port}"]}]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{port}" for port in ports]}]
         job["scrape_interval"] = "1s"
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -176,9 +190,10 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         )
         processes.append(prometheus)
         prom_url = f"http://127.0.0.1:{prom_port}"
-        _wait_for("the proxy's /readyz", lambda: proxy.alive() or _ok(f"{proxy_url}/readyz"))
-        _wait_for("Prometheus", lambda: prometheus.alive() or _ok(f"{prom_url}/-/ready"))
-        yield {"proxy": proxy, "proxy_url": proxy_url, "prom_url": prom_url, "tmp": tmp_path}
+        for proxy, url in zip(proxies, proxy_urls, strict=True):
+            _wait_for(f"{proxy.name} /readyz", partial(_ready, proxy, f"{url}/readyz"))
+        _wait_for("Prometheus", partial(_ready, prometheus, f"{prom_url}/-/ready"))
+        yield {"proxies": proxies, "proxy_urls": proxy_urls, "prom_url": prom_url}
     finally:
         for process in reversed(processes):
             process.stop()
@@ -197,14 +212,18 @@ def _scalar(prom_url: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def _send_traffic(proxy_url: str) -> dict[str, float]:
-    """Send the requests of TRAFFIC; returns the samples and cost the proxy reported."""
-    client = openai.OpenAI(base_url=f"{proxy_url}/v1", api_key=KEY, max_retries=0)
+def _send_traffic(proxy_urls: list[str]) -> dict[str, float]:
+    """Send the requests of TRAFFIC round-robin over the replicas; returns the samples and
+    cost the proxy reported in its response headers."""
+    clients = [
+        openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) for url in proxy_urls
+    ]
     samples = cost = 0.0
     question = 0
     for tier, count in TRAFFIC.items():
         for _ in range(count):
             question += 1
+            client = clients[question % len(clients)]
             raw = client.chat.completions.with_raw_response.create(
                 model="iapo-sim",
                 messages=[{"role": "user", "content": f"Problem train-{question}"}],
@@ -215,13 +234,14 @@ def _send_traffic(proxy_url: str) -> dict[str, float]:
             assert raw.headers["x-iapo-tier"] == tier
             samples += int(raw.headers["x-iapo-samples"].split("/")[0])
             cost += float(raw.headers["x-iapo-cost"])
-    client.close()
+    for client in clients:
+        client.close()
     return {"samples": samples, "cost": cost}
 
 
 def test_prometheus_scrapes_what_the_proxy_served(stack: dict[str, Any]) -> None:
-    prom_url, proxy_url = stack["prom_url"], stack["proxy_url"]
-    sent = _send_traffic(proxy_url)
+    prom_url = stack["prom_url"]
+    sent = _send_traffic(stack["proxy_urls"])
     total = sum(TRAFFIC.values())
 
     selector = 'iapo_requests_total{job="iapo",task="math",status_class="2xx"}'
@@ -243,11 +263,15 @@ def test_prometheus_scrapes_what_the_proxy_served(stack: dict[str, Any]) -> None
     assert samples >= total
     cost = _scalar(prom_url, 'sum(iapo_cost_total{task="math"})')
     assert cost == pytest.approx(sent["cost"], rel=1e-3)
-    assert _scalar(prom_url, 'up{job="iapo"}') == 1.0
+    # Each replica is its own target and served part of the traffic; sum() adds them up.
+    assert _scalar(prom_url, 'sum(up{job="iapo"})') == REPLICAS
+    per_replica = _query(prom_url, f"sum by (instance) ({selector})")
+    assert len(per_replica) == REPLICAS
+    assert all(float(row["value"][1]) > 0 for row in per_replica)
 
     # The active policy is the one deploy/iapo serves.
     policy = load_policy(DEPLOY / "iapo" / "policies" / "math.json")
-    info = _query(prom_url, 'iapo_policy_info{task="math"}')
+    info = _query(prom_url, 'max by (tier, prompt, n) (iapo_policy_info{task="math"})')
     assert {(r["metric"]["tier"], r["metric"]["prompt"], r["metric"]["n"]) for r in info} == {
         (name, choice.prompt.id, str(choice.n)) for name, choice in policy.tiers.items()
     }
@@ -255,7 +279,7 @@ def test_prometheus_scrapes_what_the_proxy_served(stack: dict[str, Any]) -> None
 
 def test_dashboard_and_alert_queries_run_on_real_data(stack: dict[str, Any]) -> None:
     prom_url = stack["prom_url"]
-    _send_traffic(stack["proxy_url"])
+    _send_traffic(stack["proxy_urls"])
     # Two scrapes after the traffic, so rate() over the window has points to work with.
     _wait_for(
         "two scrapes of the traffic",
@@ -301,7 +325,7 @@ def test_healthcheck_of_the_image_passes_against_the_proxy(stack: dict[str, Any]
     argv: list[str] = json.loads(line[line.index("CMD ") + 4 :])
     assert argv[0] == "python"
     argv[0] = sys.executable
-    port = stack["proxy_url"].rsplit(":", 1)[1]
+    port = stack["proxy_urls"][0].rsplit(":", 1)[1]
     healthy = subprocess.run(argv, env={**os.environ, "IAPO_PORT": port}, timeout=15, check=False)
     assert healthy.returncode == 0
     unhealthy = subprocess.run(
@@ -314,7 +338,7 @@ def test_healthcheck_of_the_image_passes_against_the_proxy(stack: dict[str, Any]
     assert unhealthy.returncode != 0
     # `docker stop` and Kubernetes send SIGTERM: the proxy drains and exits by itself
     # (uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM).
-    proxy: Process = stack["proxy"]
+    proxy: Process = stack["proxies"][0]
     proxy.popen.send_signal(signal.SIGTERM)
     code = proxy.popen.wait(timeout=15)
     assert code in (0, -signal.SIGTERM), f"exit code {code}:\n{proxy.output()}"
