@@ -4,6 +4,7 @@ panels the issue asks for, filtered by the task and tier variables."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from types import ModuleType
 from typing import Any
 
@@ -116,3 +117,22 @@ def test_latency_quantiles_aggregate_buckets_over_replicas(dashboard: dict[str, 
     ]
     for expr in latency:
         assert "sum by (le, task, tier) (rate(iapo_request_duration_seconds_bucket{" in expr
+
+
+def test_legends_name_labels_the_query_keeps(dashboard: dict[str, Any]) -> None:
+    # A legend like "{{task}} / {{tier}}" is blank for a label the aggregation dropped.
+    grouping = re.compile(r"\bby\s*\(([^)]*)\)")
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            wanted = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+            if not wanted:
+                continue
+            groups = [
+                {name.strip() for name in group.split(",")}
+                for group in grouping.findall(target["expr"])
+            ]
+            assert groups, f"{panel['title']}: legend {wanted} but no grouping"
+            # Every aggregation in the expression must keep the legend's labels.
+            for kept in groups:
+                missing = wanted - kept
+                assert not missing, f"{panel['title']}/{target['refId']}: {missing} dropped"

@@ -180,3 +180,10 @@ def test_kustomize_builds() -> None:
         v.get("configMap", {}).get("name") == config_map["metadata"]["name"] for v in volumes
     )
     assert set(config_map["data"]) == {"config.toml", "math.json"}
+
+
+def test_kubernetes_and_compose_configs_differ_only_in_the_upstream_url() -> None:
+    compose = tomllib.loads((DEPLOY / "iapo" / "config.toml").read_text())
+    kubernetes = tomllib.loads((KUSTOMIZE / "config.toml").read_text())
+    assert compose["upstreams"][0].pop("base_url") != kubernetes["upstreams"][0].pop("base_url")
+    assert compose == kubernetes
