@@ -1,0 +1,153 @@
+"""A client that hangs up cancels everything it caused: upstream calls are closed, no task
+is left running in the proxy's loop, and the request log bills what arrived exactly once.
+
+The proxy runs under a real uvicorn server in the test's own event loop, so the client
+closes a real connection and ``asyncio.all_tasks()`` sees every task the proxy made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.reliability.conftest import (
+    AUTH,
+    SAMPLE_TOKENS,
+    TASK,
+    chat,
+    fault_upstream,
+    make_config,
+    uvicorn_proxy,
+)
+
+PREMIUM = {**TASK, "x-iapo-tier": "premium"}
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def log_rows(tmp_path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM request_log ORDER BY id")]
+
+
+async def hang_up(
+    url: str, headers: dict[str, str], body: dict[str, Any], started: Callable[[], bool]
+) -> None:
+    """Send a request, wait until ``started()``, then drop the connection."""
+
+    async def send() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            if body.get("stream"):
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as r:
+                    async for _ in r.aiter_raw():
+                        pass
+            else:
+                await client.post("/v1/chat/completions", json=body, headers=headers)
+
+    request = asyncio.create_task(send())
+    assert await eventually(started), "the upstream calls never started"
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
+async def no_new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Tasks created since ``before`` that are still alive after a bounded wait."""
+    me = asyncio.current_task()
+
+    def leftover() -> set[asyncio.Task[Any]]:
+        return {t for t in asyncio.all_tasks() if t not in before and t is not me and not t.done()}
+
+    await eventually(lambda: not leftover())
+    return leftover()
+
+
+LEAK = "a disconnected task stream leaks its upstream connections (cancel-scope re-cancels)"
+
+
+@pytest.mark.parametrize(
+    "stream", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=LEAK))]
+)
+async def test_disconnect_cancels_every_upstream_call(tmp_path: Path, stream: bool) -> None:
+    async with fault_upstream(script=("hang",) * 8, hang_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"supports_n": False})
+        async with uvicorn_proxy(config) as (url, service):
+            before = set(asyncio.all_tasks())
+            await hang_up(url, PREMIUM, chat(stream=stream), lambda: upstream.stats.in_flight == 8)
+            assert await eventually(lambda: upstream.stats.in_flight == 0)
+            leftover = await no_new_tasks(before)
+            assert await eventually(lambda: service.in_flight == 0)
+        rows = log_rows(tmp_path)
+    assert upstream.stats.disconnected == 8  # the proxy closed every upstream connection
+    assert not leftover, [t.get_name() for t in leftover]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == 499
+    assert row["samples_launched"] == 8
+    assert row["samples_cancelled"] == 8
+    assert row["completion_tokens"] == 0
+    assert row["cost"] == 0
+
+
+async def test_cancelled_samples_are_not_billed_twice(tmp_path: Path) -> None:
+    # Four samples arrive, four hang; the client leaves while they hang.
+    async with fault_upstream(script=("ok",) * 4 + ("hang",) * 4, hang_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"supports_n": False})
+        async with uvicorn_proxy(config) as (url, _):
+
+            def half_served() -> bool:
+                return upstream.stats.completed == 4 and upstream.stats.in_flight == 4
+
+            await hang_up(url, PREMIUM, chat(), half_served)
+            assert await eventually(lambda: upstream.stats.in_flight == 0)
+        rows = log_rows(tmp_path)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["samples_launched"] == 8
+    assert row["samples_used"] == 4
+    assert row["samples_cancelled"] == 4
+    assert row["samples_used"] + row["samples_failed"] + row["samples_cancelled"] == 8
+    # billed: exactly what the upstream served, once
+    assert row["completion_tokens"] == upstream.stats.choices_served * SAMPLE_TOKENS == 40
+    assert row["cost"] > 0
+
+
+async def test_passthrough_disconnect_closes_the_upstream_call(tmp_path: Path) -> None:
+    async with fault_upstream(script=("hang",), hang_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url)
+        async with uvicorn_proxy(config) as (url, service):
+            before = set(asyncio.all_tasks())
+            await hang_up(url, AUTH, chat(), lambda: upstream.stats.in_flight == 1)
+            assert await eventually(lambda: upstream.stats.in_flight == 0)
+            leftover = await no_new_tasks(before)
+            assert await eventually(lambda: service.in_flight == 0)
+    assert upstream.stats.disconnected == 1
+    assert not leftover, [t.get_name() for t in leftover]
+
+
+async def test_stalled_passthrough_stream_disconnect(tmp_path: Path) -> None:
+    async with fault_upstream(script=("stall",), hang_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url)
+        async with uvicorn_proxy(config) as (url, service):
+            before = set(asyncio.all_tasks())
+            await hang_up(url, AUTH, chat(stream=True), lambda: upstream.stats.in_flight == 1)
+            assert await eventually(lambda: upstream.stats.in_flight == 0)
+            leftover = await no_new_tasks(before)
+            assert await eventually(lambda: service.in_flight == 0)
+    assert upstream.stats.disconnected == 1
+    assert not leftover, [t.get_name() for t in leftover]
