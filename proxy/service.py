@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Mapping
 
 import httpx
@@ -30,6 +31,9 @@ from proxy.upstream import UpstreamClient
 __all__ = ["ProxyService"]
 
 logger = logging.getLogger(__name__)
+
+# Connections per httpx pool; an upstream gets max_concurrency / SHARD_SIZE pools.
+SHARD_SIZE = 16
 
 
 class ProxyService:
@@ -63,6 +67,7 @@ class ProxyService:
         for spec in config.upstreams:
             self._by_model.setdefault(spec.model, spec.name)
         self._http: list[httpx.AsyncClient] = []
+        self._ssl: ssl.SSLContext | None = None
         self._scorers: dict[RewardSpec, RewardScorer] = {}
         self.registry: TaskRegistry | None = None
         self.request_log: RequestLog | None = None
@@ -76,17 +81,29 @@ class ProxyService:
 
     # -- construction -----------------------------------------------------------------
 
-    def _client(self, name: str, *, pool: int, connect_timeout_s: float) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        http = httpx.AsyncClient(
-            transport=self._transports.get(name),
-            limits=limits,
-            timeout=httpx.Timeout(None, connect=connect_timeout_s),
-            # Our own gzip-free hop: decompressing costs CPU and breaks byte-faithfulness.
-            headers={"accept-encoding": "identity"},
-        )
-        self._http.append(http)
-        return http
+    def _clients(
+        self, name: str, *, pool: int, connect_timeout_s: float
+    ) -> list[httpx.AsyncClient]:
+        """Connection pools for one upstream: shards of at most SHARD_SIZE connections."""
+        transport = self._transports.get(name)
+        shards = 1 if transport is not None else -(-pool // SHARD_SIZE)
+        size = -(-pool // shards)
+        clients = []
+        if self._ssl is None:
+            # One context for every pool: loading the CA bundle costs ~20 ms each time.
+            self._ssl = ssl.create_default_context()
+        for _ in range(shards):
+            http = httpx.AsyncClient(
+                transport=transport,
+                verify=self._ssl,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                timeout=httpx.Timeout(None, connect=connect_timeout_s),
+                # No gzip on our hop: decompressing costs CPU and breaks byte-faithfulness.
+                headers={"accept-encoding": "identity"},
+            )
+            self._http.append(http)
+            clients.append(http)
+        return clients
 
     def _breaker(self, name: str) -> CircuitBreaker:
         def on_change(state: CircuitState) -> None:
@@ -102,7 +119,7 @@ class ProxyService:
     async def start(self) -> None:
         """Open clients, the store and the request log; load every task's policy."""
         for spec in self.config.upstreams:
-            http = self._client(
+            http = self._clients(
                 spec.name, pool=spec.max_concurrency, connect_timeout_s=spec.connect_timeout_s
             )
             self.upstreams[spec.name] = UpstreamClient.from_spec(
@@ -145,7 +162,7 @@ class ProxyService:
                 key = UpstreamSpec(spec.url, "reward", api_key_env=spec.api_key_env).api_key()
             client = UpstreamClient(
                 name,
-                self._client(name, pool=64, connect_timeout_s=5.0),
+                self._clients(name, pool=64, connect_timeout_s=5.0),
                 url=spec.url,
                 headers={"authorization": f"Bearer {key}"} if key else {},
                 timeout_s=spec.timeout_s,

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -156,7 +156,7 @@ class UpstreamClient:
     def __init__(
         self,
         name: str,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         *,
         url: str,
         headers: Mapping[str, str],
@@ -170,11 +170,15 @@ class UpstreamClient:
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
-        self.http = http
+        # Shards: httpcore's pool costs O(connections x waiting requests) per event, so
+        # one big pool melts down at high concurrency; several small ones stay cheap.
+        self._shards = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        self._load = [0] * len(self._shards)
         self.url = url
         self.headers = {"content-type": "application/json", **headers}
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self._default_timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.max_retries = max_retries
         self.retry = retry
         self.breaker = breaker
@@ -192,7 +196,7 @@ class UpstreamClient:
     def from_spec(
         cls,
         spec: UpstreamSpec,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         *,
         retry: RetryConfig,
         breaker: CircuitBreaker,
@@ -225,8 +229,16 @@ class UpstreamClient:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise UpstreamTimeout(f"the request deadline passed before calling {self.name!r}")
-        total = min(self.timeout_s, remaining)
-        return httpx.Timeout(total, connect=min(self.connect_timeout_s, total))
+        if remaining >= self.timeout_s:
+            return self._default_timeout
+        return httpx.Timeout(remaining, connect=min(self.connect_timeout_s, remaining))
+
+    def _pick(self) -> int:
+        """The least loaded shard."""
+        if len(self._load) == 1:
+            return 0
+        load = self._load
+        return min(range(len(load)), key=load.__getitem__)
 
     async def _attempt(
         self, content: bytes, deadline: float, *, stream: bool, url: str | None
@@ -236,7 +248,9 @@ class UpstreamClient:
         verdict = False
         try:
             async with self._semaphore:
-                request = self.http.build_request(
+                shard = self._pick()
+                http = self._shards[shard]
+                request = http.build_request(
                     "POST",
                     url or self.url,
                     content=content,
@@ -244,8 +258,9 @@ class UpstreamClient:
                     timeout=self._timeout(deadline),
                 )
                 started = time.perf_counter()
+                self._load[shard] += 1
                 try:
-                    response = await self.http.send(request, stream=stream)
+                    response = await http.send(request, stream=stream)
                 except httpx.TimeoutException as exc:
                     verdict = True
                     self.breaker.record_failure()
@@ -261,6 +276,8 @@ class UpstreamClient:
                         f"upstream {self.name!r} unreachable: {type(exc).__name__}",
                         code="upstream_connect",
                     ) from None
+                finally:
+                    self._load[shard] -= 1
                 self._duration.observe(time.perf_counter() - started)
                 self._requests[status_class(response.status_code)].inc()
                 verdict = True
