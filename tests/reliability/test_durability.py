@@ -1,0 +1,217 @@
+"""Durability: SIGTERM drains and flushes, bad policy files are rejected while the previous
+policy keeps serving, hot reload drops no request, SQLite runs in WAL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from policies import encode_policy, save_policy
+from tests.reliability.conftest import (
+    PROXY_KEY,
+    TASK,
+    chat,
+    fault_upstream,
+    make_config,
+    make_policy,
+    proxy_client,
+)
+
+ECONOMY = {**TASK, "x-iapo-tier": "economy"}
+PREMIUM = {**TASK, "x-iapo-tier": "premium"}
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_toml(tmp_path: Path, upstream_url: str, port: int) -> Path:
+    save_policy(make_policy(), tmp_path / "math.policy.json")
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+drain_timeout_s = 20
+
+[auth]
+keys_env = "IAPO_TEST_KEYS"
+
+[[upstreams]]
+name = "up"
+base_url = "{upstream_url}"
+model = "fault-model"
+supports_n = false
+price_per_1k_completion_tokens = 2.0
+
+[request_log]
+path = "requests.sqlite"
+flush_interval_s = 5.0
+
+[[tasks]]
+name = "math"
+policy_file = "math.policy.json"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.e2e
+async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: Path) -> None:
+    # Slow samples: the requests are still in flight when SIGTERM arrives; the long
+    # flush interval means their log rows are only queued, not yet written.
+    async with fault_upstream(latency_ms=1500) as upstream:
+        port = free_port()
+        config = write_toml(tmp_path, upstream.base_url, port)
+        env = {**os.environ, "IAPO_TEST_KEYS": PROXY_KEY}
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "iapo", "serve", "--config", str(config)),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+                async def ready() -> bool:
+                    try:
+                        return (await client.get("/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                for _ in range(300):
+                    if await ready():
+                        break
+                    assert proc.returncode is None, log.read_text()
+                    await asyncio.sleep(0.05)
+                requests = [
+                    asyncio.create_task(
+                        client.post("/v1/chat/completions", json=chat(), headers=headers)
+                    )
+                    for headers in [ECONOMY] * 3 + [PREMIUM] * 2
+                ]
+                assert await eventually(lambda: upstream.stats.in_flight == 3 + 2 * 8)
+                proc.send_signal(signal.SIGTERM)
+                responses = await asyncio.gather(*requests)
+            code = await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert [r.status_code for r in responses] == [200] * 5
+    assert [r.headers["x-iapo-samples"] for r in responses] == ["1/1"] * 3 + ["8/8"] * 2
+    # uvicorn shuts down gracefully, then re-raises the signal: dying "by SIGTERM" after
+    # a clean drain is the normal end of a server process.
+    assert code in (0, -signal.SIGTERM), log.read_text()
+    with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+        rows = db.execute("SELECT tier, status, samples_used FROM request_log").fetchall()
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert sorted(rows) == [("economy", 200, 1)] * 3 + [("premium", 200, 8)] * 2
+    assert mode == "wal"
+
+
+async def _label(client: httpx.AsyncClient) -> tuple[int, str, str]:
+    r = await client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+    return r.status_code, r.headers.get("x-iapo-policy", ""), r.headers.get("x-iapo-samples", "")
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda good: good[: len(good) // 2],  # half-written
+        lambda good: b"\x00\xff garbage",
+        lambda good: good.replace(b'"n": 2', b'"n": -3'),  # invalid field
+        lambda good: good.replace(b'"task": "math"', b'"task": "other"'),  # wrong task
+        lambda good: b"",
+    ],
+    ids=["half-written", "garbage", "invalid-n", "wrong-task", "empty"],
+)
+async def test_bad_policy_file_is_rejected_and_the_previous_keeps_serving(
+    tmp_path: Path, corrupt: Callable[[bytes], bytes]
+) -> None:
+    async with fault_upstream() as upstream:
+        config = make_config(tmp_path, upstream.base_url)
+        policy_file = tmp_path / "math.policy.json"
+        async with proxy_client(config) as (client, _):
+            status, before, samples = await _label(client)
+            assert (status, samples) == (200, "1/1")
+            good = encode_policy(make_policy({"economy": 2, "standard": 4, "premium": 8}))
+            policy_file.write_bytes(corrupt(good))  # not atomic, on purpose
+            await asyncio.sleep(0.3)  # several reload polls see the bad file
+            after_bad = await _label(client)
+            save_policy(make_policy({"economy": 2, "standard": 4, "premium": 8}), policy_file)
+            for _ in range(100):
+                status, label, samples = await _label(client)
+                if label != before:
+                    break
+                await asyncio.sleep(0.02)
+    assert after_bad == (200, before, "1/1")
+    assert label != before
+    assert (status, samples) == (200, "2/2")
+
+
+async def test_hot_reload_under_load_drops_no_request(tmp_path: Path) -> None:
+    async with fault_upstream(latency_ms=5) as upstream:
+        config = make_config(tmp_path, upstream.base_url)
+        policy_file = tmp_path / "math.policy.json"
+        async with proxy_client(config) as (client, _):
+            stop = asyncio.Event()
+
+            async def traffic() -> list[tuple[int, str]]:
+                seen = []
+                while not stop.is_set():
+                    r = await client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+                    seen.append((r.status_code, r.headers.get("x-iapo-samples", "")))
+                return seen
+
+            workers = [asyncio.create_task(traffic()) for _ in range(4)]
+            for i in range(8):
+                n = 1 + i % 3
+                save_policy(make_policy({"economy": n, "standard": 4, "premium": 8}), policy_file)
+                await asyncio.sleep(0.12)
+            stop.set()
+            results = [item for worker in await asyncio.gather(*workers) for item in worker]
+    assert len(results) > 20
+    assert {status for status, _ in results} == {200}
+    assert {samples for _, samples in results} >= {"1/1", "2/2", "3/3"}
+
+
+async def test_request_log_and_store_use_wal_and_a_busy_timeout(tmp_path: Path) -> None:
+    async with fault_upstream() as upstream:
+        config = make_config(tmp_path, upstream.base_url)
+        async with proxy_client(config) as (client, service):
+            assert (await _label(client))[0] == 200
+            assert service.request_log is not None
+            db = service.request_log._db
+            async with db.execute("PRAGMA journal_mode") as cursor:
+                mode = (await cursor.fetchone())[0]
+            async with db.execute("PRAGMA busy_timeout") as cursor:
+                busy = (await cursor.fetchone())[0]
+    assert mode == "wal"
+    assert busy >= 1000
