@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
         description="Serve chat completions (and the reward contract) from a recorded-"
         "distribution table, so everything runs without an LLM. Without --replay it uses "
         "the built-in synthetic table. --write-task writes task files and JSONL datasets "
-        "pointing at this server, for 'iapo optimize --task' and 'iapo serve'.",
+        "pointing at this server, for 'iapo optimize --task', and a proxy.toml for 'iapo serve'.",
     )
     parser.add_argument("--replay", metavar="TABLE.npz", help="table (default: built-in synthetic)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         create_app,
         make_simulator,
         save_table,
+        write_proxy_config,
         write_tasks,
     )
 
@@ -72,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     base_url = f"http://{args.host}:{port}"
     if args.write_task:
-        for task in write_tasks(simulator, Path(args.write_task), base_url):
+        tasks = write_tasks(simulator, Path(args.write_task), base_url)
+        for task in tasks:
             print(
                 f"wrote {task.task_file} ({task.spec.strategy}, {len(task.spec.prompts)} prompts)"
             )
+        print(f"wrote {write_proxy_config(Path(args.write_task), base_url, tasks)}")
     if args.write_only:
         sock.close()
         return 0

@@ -41,6 +41,7 @@ from iapo.simulator.tasks import (
     make_simulator,
     reward_task,
     upstream_spec,
+    write_proxy_config,
     write_tasks,
 )
 
@@ -76,5 +77,6 @@ __all__ = [
     "synthetic_majority_table",
     "synthetic_reward_table",
     "upstream_spec",
+    "write_proxy_config",
     "write_tasks",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from iapo.simulator._toml import dumps
 from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
 from iapo.simulator.rewards import RewardTable
 from iapo.simulator.synthetic import (
@@ -42,6 +43,7 @@ __all__ = [
     "make_simulator",
     "reward_task",
     "upstream_spec",
+    "write_proxy_config",
     "write_tasks",
 ]
 
@@ -160,46 +162,37 @@ def write_tasks(simulator: Simulator, directory: str | Path, base_url: str) -> l
             "dataset": {"path": train.name},
         }
         task_file = directory / f"{spec.name}.toml"
-        task_file.write_text(_toml(document), encoding="utf-8")
+        task_file.write_text(dumps(document), encoding="utf-8")
         written.append(SimulatedTask(spec, task_file, train, paths["test"]))
     return written
 
 
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml(document: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for the shapes task files use (no None: absent keys)."""
-    lines: list[str] = []
-    nested: list[str] = []
-    for key, value in document.items():
-        if value is None:
-            continue
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and prefix == "":
-            nested.append(f"\n[{path}]\n" + _toml(value, f"{path}."))
-        elif isinstance(value, list | tuple) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                nested.append(f"\n[[{path}]]\n" + _toml(item, f"{path}."))
-        else:
-            lines.append(f"{key} = {_value(_without_none(value))}")
-    return "\n".join(lines) + ("\n" if lines else "") + "".join(nested)
-
-
-def _without_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_none(v) for v in value]
-    return value
+def write_proxy_config(
+    directory: str | Path, base_url: str, tasks: list[SimulatedTask], *, port: int = 8080
+) -> Path:
+    """Write ``proxy.toml`` for ``iapo serve``: the simulator upstream and one task per
+    written task, each served from ``policies/<task>.json`` (what ``iapo optimize --out``
+    writes). Auth is disabled: it is a loopback example; set ``keys_env`` for anything else.
+    """
+    path = Path(directory) / "proxy.toml"
+    header = (
+        "# iapo serve --config proxy.toml, once the policies exist, e.g.\n"
+        + "".join(
+            f"#   iapo optimize --task {t.task_file.name} --budget 3000 "
+            f"--out policies/{t.spec.name}.json\n"
+            for t in tasks
+        )
+        + "# (run from this directory). Loopback example: auth is off; set [auth] keys_env\n"
+        "# for anything else.\n"
+    )
+    document = {
+        "passthrough": False,
+        "server": {"host": "127.0.0.1", "port": port},
+        "auth": {"disabled": True},
+        "upstreams": [msgspec.to_builtins(upstream_spec(base_url))],
+        "tasks": [
+            {"name": t.spec.name, "policy_file": f"policies/{t.spec.name}.json"} for t in tasks
+        ],
+    }
+    path.write_text(header + dumps(document), encoding="utf-8")
+    return path

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from iapo.cli import main
-from iapo.simulator import Simulator, write_tasks
+from iapo.simulator import Simulator, write_proxy_config, write_tasks
 from policies.errors import ConfigError
 from policies.taskfile import load_dataset, load_task_file
 
@@ -34,6 +34,18 @@ def test_written_task_files_load_and_point_at_the_simulator(
     assert len(load_dataset(assist_data, None)) == 120
 
 
+def test_proxy_config_serves_every_written_task(simulator: Simulator, tmp_path: Path) -> None:
+    from proxy.config import load_config
+
+    tasks = write_tasks(simulator, tmp_path, "http://127.0.0.1:4321")
+    config = load_config(write_proxy_config(tmp_path, "http://127.0.0.1:4321", tasks), env={})
+    assert [t.name for t in config.tasks] == ["math", "assist"]
+    assert config.tasks[0].policy_file == str(tmp_path / "policies" / "math.json")
+    assert config.upstreams[0].base_url == "http://127.0.0.1:4321/v1"
+    assert config.upstreams[0].price_per_1k_completion_tokens == 0.01
+    assert config.auth.disabled
+
+
 def test_priced_usage_equals_the_table_cost(simulator: Simulator, tmp_path: Path) -> None:
     task_file, _ = load_task_file(write_tasks(simulator, tmp_path, "http://h:1")[0].task_file)
     for prompt, candidate in enumerate(task_file.task.prompts):
@@ -59,7 +71,9 @@ def test_cli_writes_tasks_and_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (tmp_path / "table.npz").exists()
     task_file, _ = load_task_file(tmp_path / "tasks" / "math.toml")
     assert task_file.upstream.base_url == "http://127.0.0.1:8999/v1"
-    assert "assist.toml" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "assist.toml" in out
+    assert "proxy.toml" in out
 
 
 def test_cli_write_only_needs_a_directory() -> None:
