@@ -233,8 +233,8 @@ class FaultUpstream:
         self.stats.chat_requests += 1
         try:
             body = msgspec.json.decode(request.body)
-        except msgspec.DecodeError:
-            body = None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            body = None  # a real upstream answers 400 to bytes it cannot read
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self.stats.bad_requests += 1
             return await conn.respond(400, error_body(400, "body must be a JSON chat request"))
