@@ -28,7 +28,10 @@ def add_parser(subparsers: Any) -> None:
         "--requests", type=positive_int, help="requests per tier and column (default 300)"
     )
     parser.add_argument(
-        "--workdir", default="iapo-demo", help="where files go (default: %(default)s)"
+        "--workdir",
+        default="iapo-demo",
+        help="where files go (default: %(default)s); the demo replaces its own databases "
+        "there (samples, policies, requests .sqlite) and nothing else",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(

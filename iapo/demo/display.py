@@ -82,7 +82,8 @@ def _table(task: str, strategy: str, rows: list[TierRow]) -> Table:
     kind = "majority vote" if strategy == "majority" else "Best-of-N"
     table = Table(
         title=f"[bold]{task}[/] ({kind}), {requests} requests per row",
-        caption="both policies of a tier answer the same questions",
+        caption=f"both policies of a tier answer the same questions; utility = {quality} − "
+        "λ·cost per request; gain = IAPO − prompt-only utility, ±2 standard errors",
         title_justify="left",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
