@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -50,6 +51,7 @@ from policies import (
 )
 
 KINDS = ("passthrough", "n1", "n8", "stream_passthrough", "stream_task")
+CLIENT_SHARD = 16
 TIER_OF = {"n1": "economy", "n8": "premium", "stream_task": "economy"}
 
 
@@ -223,11 +225,20 @@ async def drive(
 ) -> tuple[list[Outcome], list[tuple[float, int]]]:
     started = time.monotonic()
     soak = Soak(base_url, key, started + minutes * 60, started, np.random.default_rng(seed))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     rss: list[tuple[float, int]] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=90, limits=limits) as client:
+    # Several small pools: httpcore's pool bookkeeping grows with connections x waiters,
+    # and the load generator must not be what limits the run.
+    shards = -(-concurrency // CLIENT_SHARD)
+    limits = httpx.Limits(max_connections=CLIENT_SHARD, max_keepalive_connections=CLIENT_SHARD)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, timeout=90, limits=limits)
+            )
+            for _ in range(shards)
+        ]
         sampler = asyncio.create_task(sample_rss(pid, soak, rss, every=5.0))
-        await asyncio.gather(*(worker(client, soak) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(clients[i % shards], soak) for i in range(concurrency)))
         await sampler
     final = rss_kib(pid)
     if final is not None:
