@@ -51,14 +51,32 @@ async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) 
         if watch.result().get("type") != "http.disconnect":
             return await task
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait((task,))
         raise ClientGone
     finally:
         if not watch.done():
             watch.cancel()
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait((task,))
+
+
+def on_disconnect(
+    request: Request[Any, Any, Any], callback: Callable[[], None]
+) -> asyncio.Task[None]:
+    """Call ``callback`` once the client disconnects; cancel the returned watcher when done.
+
+    A streaming response cannot rely on its generator's ``finally``: when the client
+    goes away the server cancels the send, and the generator is left suspended at a
+    ``yield`` until garbage collection. The watcher reacts to the disconnect itself.
+    """
+
+    async def watch() -> None:
+        while (await request.receive()).get("type") != "http.disconnect":
+            pass
+        callback()
+
+    return asyncio.ensure_future(watch())
 
 
 def _raw_response(raw: RawResponse) -> Response[bytes]:
@@ -118,7 +136,7 @@ async def _passthrough(
             status = opened.status
             return _raw_response(opened)
         status = opened.status
-        return _stream_passthrough(service, opened, account)
+        return _stream_passthrough(service, request, opened, account)
     except ClientGone:
         status = CLIENT_CLOSED
         raise
@@ -131,10 +149,22 @@ async def _passthrough(
 
 
 def _stream_passthrough(
-    service: ProxyService, opened: UpstreamStream, account: _Accounting
+    service: ProxyService,
+    request: Request[Any, Any, Any],
+    opened: UpstreamStream,
+    account: _Accounting,
 ) -> Stream:
     headers = dict(opened.headers)
     media_type = headers.pop("content-type", "text/event-stream")
+    closing: set[asyncio.Task[None]] = set()
+
+    def gone() -> None:
+        account.close(_passthrough_report(service, CLIENT_CLOSED))
+        task = asyncio.ensure_future(opened.aclose())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    watcher = on_disconnect(request, gone)
 
     async def relay() -> AsyncIterator[bytes]:
         status = opened.status
@@ -148,8 +178,9 @@ def _stream_passthrough(
             status = CLIENT_CLOSED
             raise
         finally:
-            await opened.aclose()
+            watcher.cancel()
             account.close(_passthrough_report(service, status))
+            await opened.aclose()
 
     return Stream(relay(), status_code=opened.status, media_type=media_type, headers=headers)
 
@@ -189,7 +220,7 @@ async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) ->
     view, body = decode_chat(raw)
     call = TaskCall(service, served, view, body, iapo.tier)
     if view.stream:
-        return _stream_task(service, call, view, deadline)
+        return _stream_task(service, request, call, view, deadline)
     account = _Accounting(service, served.name)
     status, error = 500, None
     try:
@@ -208,7 +239,13 @@ async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) ->
         account.close(lambda latency: call.finish(status, latency, error))
 
 
-def _stream_task(service: ProxyService, call: TaskCall, view: ChatView, deadline: float) -> Stream:
+def _stream_task(
+    service: ProxyService,
+    request: Request[Any, Any, Any],
+    call: TaskCall,
+    view: ChatView,
+    deadline: float,
+) -> Stream:
     account = _Accounting(service, call.served.name)
 
     async def work() -> list[bytes]:
@@ -229,8 +266,15 @@ def _stream_task(service: ProxyService, call: TaskCall, view: ChatView, deadline
             usage=answer.usage if view.include_usage else None,
         )
 
+    # Sampling starts now, not when the server first pulls from the stream.
+    task = asyncio.ensure_future(work())
+
+    def gone() -> None:
+        task.cancel()
+
+    watcher = on_disconnect(request, gone)
     return Stream(
-        keepalive_then(work, service.config.server.keepalive_interval_s),
+        keepalive_then(task, service.config.server.keepalive_interval_s, watcher),
         status_code=200,
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **call.start_headers()},

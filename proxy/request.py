@@ -75,7 +75,18 @@ _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 _passthrough_decoder = msgspec.json.Decoder(PassthroughView)
 
 
-def _invalid(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidRequest:
+# What msgspec raises for bodies it cannot read: not JSON, wrong types, bytes that are
+# not UTF-8 inside strings, nesting deeper than its recursion limit.
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _invalid(exc: Exception) -> InvalidRequest:
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidRequest(
+            "request body is not valid UTF-8 JSON; encode strings as UTF-8", code="invalid_body"
+        )
+    if isinstance(exc, RecursionError):
+        return InvalidRequest("request body is nested too deeply", code="invalid_body")
     text = str(exc)
     param = None
     if " - at `" in text:
@@ -91,7 +102,7 @@ def decode_passthrough(body: bytes) -> PassthroughView:
     """The routing view of a body; InvalidRequest if it is not a JSON chat request."""
     try:
         return _passthrough_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _invalid(exc) from None
 
 
@@ -99,7 +110,7 @@ def decode_chat(body: bytes) -> tuple[ChatView, dict[str, Any]]:
     """The typed view and the full dict of a task request."""
     try:
         return _chat_decoder.decode(body), _dict_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _invalid(exc) from None
 
 

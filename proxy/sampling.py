@@ -99,16 +99,21 @@ async def draw_samples(
     stopping = early_stop and extractor is not None
     pending: dict[asyncio.Task[Completion], int] = {}
 
-    def launch(k: int) -> None:
-        calls = [k] if supports_n or k == 1 else [1] * k
+    requested = 0  # samples asked for so far, top-ups included: the next seed offset
+
+    def launch(k: int, *, top_up: bool = False) -> None:
+        nonlocal requested
+        calls = [k] if (supports_n and not top_up) or k == 1 else [1] * k
         for size in calls:
-            call_seed = None if seed is None else seed + result.launched
+            call_seed = None if seed is None else seed + requested
             task = asyncio.ensure_future(
                 client.chat(_call_body(body, size, call_seed), deadline=deadline)
             )
             pending[task] = size
-            result.launched += size
+            requested += size
             result.calls += 1
+        if not top_up:
+            result.launched += k
 
     try:
         launch(next_wave(counts, n) if stopping else n)
@@ -123,7 +128,12 @@ async def draw_samples(
                     result.failed += size
                     result.errors.append(error)
                     continue
-                _collect(task.result(), result, counts, extractor)
+                got = _collect(task.result(), size, result, counts, extractor)
+                if got < size:
+                    # The upstream ignored n or answered fewer choices: ask for the rest
+                    # one by one, so N=8 never silently becomes N=1.
+                    logger.info("upstream %s answered %d of %d choices", client.name, got, size)
+                    launch(size - got, top_up=True)
             unanswered = n - len(result.samples) - result.failed
             if stopping and vote_decided(counts, unanswered):
                 result.early_stopped = unanswered > 0
@@ -136,24 +146,31 @@ async def draw_samples(
             result.cancelled = sum(pending.values())
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            # wait, not gather: if this task is cancelled again (a server's cancel scope
+            # retries), gather would re-cancel the calls and interrupt httpx while it
+            # closes their connections; a call is cancelled exactly once.
+            await asyncio.wait(pending)
     return result
 
 
 def _collect(
     completion: Completion,
+    size: int,
     result: SamplingResult,
     counts: Counter[str],
     extractor: Extractor | None,
-) -> None:
+) -> int:
+    """Add a call's samples (at most ``size``) and usage; returns how many it added."""
     if completion.usage is not None:
         result.prompt_tokens += completion.usage.prompt_tokens
         result.completion_tokens += completion.usage.completion_tokens
     result.model = result.model or completion.model
-    for choice in completion.choices:
+    choices = completion.choices[:size]
+    for choice in choices:
         text = choice.text
         answer = extractor(text) if extractor is not None else None
         if answer is not None:
             counts[answer] += 1
         message = choice.message or {"role": "assistant", "content": text}
         result.samples.append(Sample(text, message, choice.finish_reason, answer))
+    return len(choices)

@@ -11,7 +11,7 @@ so a client never mistakes a broken stream for a complete answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -108,14 +108,13 @@ def answer_events(
 
 
 async def keepalive_then(
-    work: Callable[[], Awaitable[list[bytes]]], interval_s: float
+    task: asyncio.Task[list[bytes]], interval_s: float, watcher: asyncio.Future[None] | None = None
 ) -> AsyncIterator[bytes]:
-    """Yield keep-alive comments while ``work`` runs, then its events (or an error event).
+    """Yield keep-alive comments while ``task`` runs, then its events (or an error event).
 
-    Closing the iterator (the client went away) cancels ``work`` and waits for it, so
-    none of its upstream calls outlive the request.
+    Closing the iterator cancels ``task``; ``watcher`` (the disconnect watcher, which
+    cancels ``task`` when the client leaves) is cancelled once the stream is over.
     """
-    task: asyncio.Task[list[bytes]] = asyncio.ensure_future(work())
     try:
         while True:
             done, _ = await asyncio.wait((task,), timeout=interval_s)
@@ -131,6 +130,8 @@ async def keepalive_then(
         else:
             raise error
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait((task,))

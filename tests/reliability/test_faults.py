@@ -141,7 +141,6 @@ async def test_all_samples_failing_is_an_honest_error(tmp_path: Path) -> None:
     assert upstream.stats.chat_requests == 8
 
 
-@pytest.mark.xfail(strict=True, reason="the proxy does not yet top up missing choices")
 @pytest.mark.parametrize("plan", [{"ignore_n": True}, {"fewer_choices": True}])
 async def test_upstream_short_on_choices_is_topped_up(
     tmp_path: Path, plan: dict[str, bool]
