@@ -215,3 +215,99 @@ async def test_request_log_and_store_use_wal_and_a_busy_timeout(tmp_path: Path) 
                 busy = (await cursor.fetchone())[0]
     assert mode == "wal"
     assert busy >= 1000
+
+
+def cache_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT COUNT(*) FROM optimizer_samples").fetchone()[0])
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+
+
+def write_task(tmp_path: Path, upstream_url: str) -> Path:
+    rows = "".join(
+        f'{{"id": "q{i}", "question": "What is {i} + 1?", "answer": "42"}}\n' for i in range(20)
+    )
+    (tmp_path / "data.jsonl").write_text(rows, encoding="utf-8")
+    task = tmp_path / "task.toml"
+    task.write_text(
+        f"""
+[task]
+name = "math"
+strategy = "majority"
+extractor = {{ kind = "boxed" }}
+n_max = 4
+
+[[task.prompts]]
+id = "short"
+text = "Answer in \\\\boxed{{}}."
+
+[[task.prompts]]
+id = "long"
+text = "Think step by step, then answer in \\\\boxed{{}}."
+
+[upstream]
+base_url = "{upstream_url}"
+model = "fault-model"
+max_concurrency = 8
+
+[dataset]
+path = "data.jsonl"
+""",
+        encoding="utf-8",
+    )
+    return task
+
+
+@pytest.mark.e2e
+async def test_sigterm_of_a_live_optimize_loses_no_stored_sample_and_resumes(
+    tmp_path: Path,
+) -> None:
+    budget = 240
+    cache = tmp_path / "samples.sqlite"
+    async with fault_upstream(
+        latency_ms=100, answers=("42", "41"), answer_weights=(3, 1)
+    ) as upstream:
+        task = write_task(tmp_path, upstream.base_url)
+        command = (
+            *(sys.executable, "-m", "iapo", "optimize", "--task", str(task)),
+            *("--budget", str(budget), "--seed", "1", "--quiet"),
+            *("--cache", str(cache), "--out", str(tmp_path / "policy.json")),
+        )
+        with (tmp_path / "first.log").open("wb") as out:
+            first = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=out)
+        try:
+            stored_before = 0
+            for _ in range(500):
+                stored_before = await asyncio.to_thread(cache_rows, cache)
+                if stored_before >= 40 and upstream.stats.in_flight > 0:
+                    break
+                assert first.returncode is None, (tmp_path / "first.log").read_text()
+                await asyncio.sleep(0.02)
+            first.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(first.wait(), 30)
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+        served_first = upstream.stats.choices_served
+        stored_after_kill = await asyncio.to_thread(cache_rows, cache)
+        with sqlite3.connect(cache) as db:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+
+        with (tmp_path / "second.log").open("wb") as out:
+            second = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=out)
+            code = await asyncio.wait_for(second.wait(), 120)
+        served_second = upstream.stats.choices_served - served_first
+    assert 40 <= stored_before <= stored_after_kill < budget
+    assert integrity == "ok"
+    assert code == 0, (tmp_path / "second.log").read_text()
+    stored_final = cache_rows(cache)
+    # the resumed run paid only for samples the cache did not have: nothing twice
+    assert served_second == stored_final - stored_after_kill
+    # and what the first run was served but had not stored when killed is bounded by
+    # what was in flight then (its concurrency), not by the run so far
+    assert served_first - stored_after_kill <= 8 * 4
