@@ -260,19 +260,13 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     raise SystemExit("the proxy did not become ready in time")
 
 
-def log_rows(path: Path) -> int | None:
-    """Rows in the proxy's request log (whichever table of that file holds requests)."""
+def log_rows(path: Path) -> dict[str, int]:
+    """Rows of the proxy's request log by task (``passthrough`` for pass-through rows)."""
     if not path.exists():
-        return None
+        return {}
     with sqlite3.connect(path) as db:
-        tables = [
-            row[0]
-            for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if "request" in row[0]
-        ]
-        if not tables:
-            return None
-        return int(db.execute(f"SELECT COUNT(*) FROM {tables[0]}").fetchone()[0])
+        rows = db.execute("SELECT task, COUNT(*) FROM request_log GROUP BY task").fetchall()
+    return {str(task): int(count) for task, count in rows}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -283,7 +277,7 @@ def summarise(
     outcomes: list[Outcome],
     rss: list[tuple[float, int]],
     calls: list[dict[str, Any]],
-    rows: int | None,
+    rows_by_task: dict[str, int],
     warmup_s: float,
 ) -> dict[str, Any]:
     faults_by_tag: dict[str, list[str]] = defaultdict(list)
@@ -291,6 +285,8 @@ def summarise(
         if call.get("tag"):
             faults_by_tag[call["tag"]].append(call["fault"])
     answered = [o for o in outcomes if o.status is not None]
+    answered_task = sum(1 for o in answered if o.kind in TIER_OF)
+    rows = sum(rows_by_task.values())
     fives = [o for o in answered if o.status is not None and o.status >= 500]
     unjustified = [
         o
@@ -331,6 +327,8 @@ def summarise(
         "upstream_calls": len(calls),
         "upstream_faults": dict(Counter(c["fault"] for c in calls)),
         "request_log_rows": rows,
+        "request_log_rows_by_task": rows_by_task,
+        "answered_task_requests": answered_task,
         "log_rows_equal_answered": rows == len(answered),
     }
 
