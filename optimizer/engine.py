@@ -80,7 +80,11 @@ class Run:
             return BlockEstimator(self.num_prompts, self.k_max, weights)
         if self.estimator_kind == "pooled":
             return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng)
-        raise ValueError(f"unknown estimator {self.estimator_kind!r}; use 'blocks' or 'pooled'")
+        if self.estimator_kind == "pooled-urn":
+            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model="urn")
+        raise ValueError(
+            f"unknown estimator {self.estimator_kind!r}; use 'blocks', 'pooled' or 'pooled-urn'"
+        )
 
     def reset_estimates(self) -> None:
         """Forget the samples drawn so far (they stay spent)."""

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from optimizer._bayes import EM_ITERATIONS, eb_credit
 from optimizer._kernels import block_credit, max_ustat, prefix_credit
 
 __all__ = ["BlockEstimator", "Estimate", "Estimator", "PooledEstimator", "Pull"]
 
 Array = npt.NDArray[np.float64]
+# A refit after a round starts from the last prior, which is already close.
+EB_ITERATIONS_WARM = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,14 @@ class BlockEstimator(Estimator):
 
 
 class PooledEstimator(Estimator):
-    """All samples of (prompt, query) pooled; per-query N-sample credit, averaged."""
+    """All samples of (prompt, query) pooled; per-query N-sample credit, averaged.
+
+    ``model="eb"`` (default): each query's credit at every N is its posterior mean under
+    a prior over answer distributions fitted to all queries sampled (empirical Bayes,
+    :mod:`optimizer._bayes`). ``model="urn"``: the U-statistic up to the samples seen,
+    a Pólya-urn extrapolation beyond (:func:`optimizer._kernels.prefix_credit`).
+    Best-of-N always uses the exact U-statistic of the maximum.
+    """
 
     def __init__(
         self,
@@ -142,11 +152,16 @@ class PooledEstimator(Estimator):
         cost_weights: Sequence[float],
         rng: np.random.Generator,
         *,
+        model: str = "eb",
         sequences: int = 32,
         alpha: float = 0.5,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        self._rng, self._sequences, self._alpha = rng, sequences, alpha
+        if model not in ("eb", "urn"):
+            raise ValueError(f"unknown model {model!r}; use 'eb' or 'urn'")
+        self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
+        self._dirty: set[int] = set()
+        self._prior: Array | None = None
         self._pair: dict[tuple[int, int], int] = {}
         self._pair_prompt: list[int] = []
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
@@ -175,12 +190,20 @@ class PooledEstimator(Estimator):
             if pull.scores is not None:
                 self._scores[index].append(pull.scores)
             touched.add(index)
+        self._dirty |= touched
+
+    def _refresh(self) -> None:
+        """Compute the curves of queries with new samples (all of them for ``eb``)."""
+        touched = self._dirty
         if not touched:
             return
+        self._dirty = set()
         tiers = len(self.cost_weights)
         grown = np.zeros((len(self._pair_prompt), tiers, self.k_max))
         grown[: self._curves.shape[0]] = self._curves
         self._curves = grown
+        if self._model == "eb" and not self._scores[next(iter(touched))]:
+            touched = set(range(len(self._pair_prompt)))  # the prior moved: every posterior
         indices = np.array(sorted(touched))
         if self._scores[indices[0]]:
             for i in indices.tolist():
@@ -194,20 +217,34 @@ class PooledEstimator(Estimator):
             for code, count in self._votes[i].items():
                 counts[row, code] = count
         none = np.array([self._none[i] for i in indices.tolist()], dtype=np.int64)
-        curve = prefix_credit(
-            counts, none, self.k_max, self._rng, sequences=self._sequences, alpha=self._alpha
-        )
+        if self._model == "eb":
+            warm = self._prior is not None
+            groups = np.array([self._pair_prompt[i] for i in indices.tolist()], dtype=np.int64)
+            curve, self._prior = eb_credit(
+                counts,
+                none,
+                self.k_max,
+                groups,
+                self._prior,
+                EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
+            )
+        else:
+            curve = prefix_credit(
+                counts, none, self.k_max, self._rng, sequences=self._sequences, alpha=self._alpha
+            )
         self._curves[indices] = curve[:, None, :]
 
     def estimate(self) -> Estimate:
+        self._refresh()
         tiers, p, k = len(self.cost_weights), self.num_prompts, self.k_max
         prompts = np.asarray(self._pair_prompt, dtype=np.int64)
         pairs = np.bincount(prompts, minlength=p).astype(np.float64)
         flat = self._curves.reshape(len(prompts), tiers * k)
-        total = np.zeros((p, tiers * k))
-        total2 = np.zeros((p, tiers * k))
-        np.add.at(total, prompts, flat)
-        np.add.at(total2, prompts, flat**2)
+        # (P, pairs) membership times (pairs, T·K) curves: sums per prompt in one product.
+        member = np.zeros((p, len(prompts)))
+        member[prompts, np.arange(len(prompts))] = 1.0
+        total = member @ flat
+        total2 = member @ flat**2
         n = pairs[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)

@@ -40,10 +40,12 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "psst": MethodSpec("blocks", False, "PSST, disjoint-block reuse (the paper)"),
-    "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled per-query estimator"),
+    "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled empirical-Bayes estimator"),
+    "psst-urn": MethodSpec("pooled-urn", True, "PSST halving, pooled U-statistic + Pólya urn"),
     "sh-pooled": MethodSpec("pooled", True, "halving over prompts per tier, pooled estimator"),
     "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
     "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
+    "uniform-pooled": MethodSpec("pooled", True, "all prompts on the same queries, pooled"),
     "prompt-only": MethodSpec("blocks", False, "halving over prompts at N=1"),
     "disjoint": MethodSpec("blocks", False, "prompt-only, then best N for that prompt"),
     "uniform": MethodSpec("blocks", False, "all prompts pulled equally at N_max"),
@@ -104,8 +106,8 @@ def plan_method(
             pulls = (pulled, per_prompt, size)
         phases.append(PhasePlan(name, b, tuple(halving_schedule(counts, r, halve)), share, pulls))
 
-    if method in ("psst", "psst-pooled"):
-        cap = _pooled_cap if method == "psst-pooled" else None
+    if method in ("psst", "psst-pooled", "psst-urn"):
+        cap = None if method == "psst" else _pooled_cap
         halving_phase("psst", _arm_counts(arms), budget, k_max, prompts, cap=cap)
     elif method == "sh-pooled":
         counts = (prompts,) * len(run.tiers)
@@ -131,6 +133,17 @@ def plan_method(
         halving_phase("prompt-only", (prompts,) * len(run.tiers), first, 1, prompts)
         counts = tuple(int(a) for a in arms[:, 0, :].sum(axis=1))
         halving_phase("best N", counts, budget - first, k_max, len(run.tiers))
+    elif method == "uniform-pooled":
+        halving_phase(
+            "uniform",
+            _arm_counts(arms),
+            budget,
+            k_max,
+            prompts,
+            halve=False,
+            rounds=1,
+            cap=_pooled_cap,
+        )
     elif method == "uniform":
         halving_phase("uniform", _arm_counts(arms), budget, k_max, prompts, halve=False, rounds=1)
     else:
@@ -145,6 +158,7 @@ async def run_method(
     runners: dict[str, Callable[[], Awaitable[Mask]]] = {
         "psst": lambda: run.halving(run.all_arms(), run.remaining),
         "psst-pooled": lambda: run.halving(run.all_arms(), run.remaining, pull_cap=_pooled_cap),
+        "psst-urn": lambda: run.halving(run.all_arms(), run.remaining, pull_cap=_pooled_cap),
         "sh-pooled": lambda: run.halving(
             run.all_arms(), run.remaining, by_prompt=True, pull_cap=_pooled_cap
         ),
@@ -153,6 +167,9 @@ async def run_method(
         "prompt-only": lambda: _prompt_only(run, run.remaining),
         "disjoint": lambda: _disjoint(run),
         "uniform": lambda: run.halving(run.all_arms(), run.remaining, rounds=1, halve=False),
+        "uniform-pooled": lambda: run.halving(
+            run.all_arms(), run.remaining, rounds=1, halve=False, pull_cap=_pooled_cap
+        ),
     }
     if method not in runners:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(runners)}")

@@ -30,7 +30,9 @@ async def _choose(table: RecordedTable, method: str, budget: int, seed: int, tie
     return result, sampler
 
 
-@pytest.mark.parametrize("method", ["psst", "psst-pooled", "sh-pooled", "uniform"])
+@pytest.mark.parametrize(
+    "method", ["psst", "psst-pooled", "sh-pooled", "uniform", "uniform-pooled"]
+)
 async def test_joint_methods_see_through_the_deceiving_prompt(method: str, seed: int) -> None:
     result, _ = await _choose(deceiving_table(), method, 3000, seed)
     choice = result.policy.tiers["premium"]

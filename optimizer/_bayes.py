@@ -1,0 +1,178 @@
+"""Empirical-Bayes estimate of each query's N-sample majority-vote credit.
+
+With m samples of a query, the credit of a vote over N > m samples cannot be
+estimated without a model: plug-in and Pólya-urn estimates regress toward a coin
+flip, because most queries are in truth near-deterministic (a prompt almost always
+gives the same answer). Here the model is learned from the data: a query's answer
+distribution is summarised as θ = (gold, top wrong, second wrong, the rest as
+distinct one-off answers) on a grid; a prior over the grid is fitted to all queries
+sampled so far by EM (the nonparametric maximum-likelihood prior); each query's
+credit at every N is its posterior mean of the exact credit under θ.
+
+Short math names inside: ``g, w1, w2, r`` the four masses, ``J`` grid points.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from math import lgamma
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["eb_credit"]
+
+logger = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.float64]
+STEP = 0.05
+EM_ITERATIONS = 300  # EM for this prior converges slowly; the fit runs on distinct summaries
+GROUP_ITERATIONS = 30
+SHRINKAGE = 20.0  # a prompt's prior weighs the pooled one like this many queries
+FLOOR = 1e-4  # a grid point never rules a count out completely: θ is only approximate
+
+
+@lru_cache(maxsize=4)
+def _grid() -> Array:
+    """(J, 4) grid of (g, w1, w2, r), w1 ≥ w2, summing to 1."""
+    ticks = np.round(np.arange(0, 1 + STEP / 2, STEP), 10)
+    points = [
+        (g, w1, w2, 1 - g - w1 - w2)
+        for g in ticks
+        for w1 in ticks
+        for w2 in ticks
+        if w2 <= w1 and g + w1 + w2 <= 1 + 1e-9
+    ]
+    grid = np.array(points)
+    grid[:, 3] = np.clip(grid[:, 3], 0.0, 1.0)
+    return grid
+
+
+def _votes(total: int) -> npt.NDArray[np.int64]:
+    """Every (gold, w1, w2, one-offs) count vector summing to ``total``: (V, 4)."""
+    a, b, c = np.meshgrid(*(np.arange(total + 1),) * 3, indexing="ij")
+    keep = a + b + c <= total
+    a, b, c = a[keep], b[keep], c[keep]
+    return np.stack([a, b, c, total - a - b - c], axis=1).astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def _credit_table(k_max: int) -> Array:
+    """(J, k_max) credit of every grid point, cached on disk (it takes a second to build)."""
+    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iapo"
+    path = path / f"eb-credit-v1-{STEP}-{k_max}.npy"
+    try:
+        table: Array = np.load(path)
+        if table.shape == (_grid().shape[0], k_max):
+            return table
+    except (OSError, ValueError):
+        pass
+    table = _build_credit_table(k_max)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, table)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only home: compute it each time
+        logger.info("cannot cache the credit table at %s: %s", path, exc)
+    return table
+
+
+def _build_credit_table(k_max: int) -> Array:
+    """(J, k_max): exact expected majority credit of gold under each grid point θ.
+
+    The rest mass ``r`` is one-off answers: each such sample is its own answer.
+    """
+    grid = _grid()
+    log_grid = np.where(grid > 0, np.log(np.where(grid > 0, grid, 1.0)), -1e4)
+    out = np.empty((grid.shape[0], k_max))
+    log_factorial = np.array([lgamma(i + 1) for i in range(k_max + 1)])
+    for k in range(1, k_max + 1):
+        votes = _votes(k)
+        log_coef = log_factorial[k] - log_factorial[votes].sum(axis=1)
+        a, b, c, s = votes.T
+        top = np.maximum(np.maximum(a, b), np.maximum(c, (s > 0).astype(np.int64)))
+        tied = (a == top).astype(np.int64) + (b == top) + (c == top) + np.where(top == 1, s, 0)
+        credit = np.where((a == top) & (top > 0), 1.0 / np.maximum(tied, 1), 0.0)
+        out[:, k - 1] = np.exp(log_grid @ votes.T + log_coef) @ credit
+    return out
+
+
+def _summaries(counts: npt.NDArray[np.int64], none: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """(M, 4): gold votes, top wrong, second wrong, everything else (incl. no answer)."""
+    gold = counts[:, 0]
+    wrong = -np.sort(-counts[:, 1:], axis=1) if counts.shape[1] > 1 else np.zeros((len(counts), 0))
+    pad = np.zeros((len(counts), max(0, 2 - wrong.shape[1])), dtype=np.int64)
+    wrong = np.concatenate([wrong.astype(np.int64), pad], axis=1)
+    rest = wrong[:, 2:].sum(axis=1) + none
+    return np.stack([gold, wrong[:, 0], wrong[:, 1], rest], axis=1)
+
+
+def _likelihood(summaries: npt.NDArray[np.int64], log_grid: Array) -> Array:
+    """(D, J) likelihood of each summary under each grid point, up to a row constant
+    (the multinomial coefficient cancels in every posterior)."""
+    log_like = summaries.astype(np.float64) @ log_grid.T
+    log_like -= log_like.max(axis=1, keepdims=True)
+    out: Array = np.exp(log_like)
+    return out
+
+
+def _fit(
+    like: Array, weight: Array, prior: Array, iterations: int, anchor: Array | None, strength: float
+) -> Array:
+    """EM for the prior over the grid; with ``anchor``, a MAP fit that shrinks toward
+    it as if ``strength`` extra queries had been drawn from it."""
+    total = weight.sum()
+    for _ in range(iterations):
+        # Σ_d w_d · posterior_d, as two matrix-vector products (no D×J temporaries).
+        prior = prior * ((weight / np.maximum(like @ prior, 1e-300)) @ like)
+        if anchor is not None:
+            prior = (prior + strength * anchor) / (total + strength)
+        else:
+            prior = prior / total
+    return prior
+
+
+def eb_credit(
+    counts: npt.NDArray[np.int64],
+    none: npt.NDArray[np.int64],
+    k_max: int,
+    groups: npt.NDArray[np.int64] | None = None,
+    prior: Array | None = None,
+    iterations: int = EM_ITERATIONS,
+) -> tuple[Array, Array]:
+    """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
+
+    ``counts`` (M, w): votes per answer code (code 0 = gold); ``none`` (M,): samples
+    with no answer; ``groups`` (M,): the prompt of each row. A prior is fitted to all
+    rows (pass all of them), then each group gets its own prior shrunk toward it
+    (prompts differ in how often they are stuck on a wrong answer; few queries of a
+    prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit.
+    Returns the credits and the pooled prior.
+    """
+    grid = _grid()
+    log_grid = np.log(np.maximum(grid, FLOOR))
+    summary = _summaries(counts, none)
+    group = np.zeros(len(summary), dtype=np.int64) if groups is None else np.asarray(groups)
+    start = prior if prior is not None else np.full(grid.shape[0], 1.0 / grid.shape[0])
+    # Queries with the same summary share a likelihood: fit the pooled prior on distinct ones.
+    summaries, counts_of = np.unique(summary, axis=0, return_counts=True)
+    pooled = _fit(
+        _likelihood(summaries, log_grid), counts_of.astype(np.float64), start, iterations, None, 0.0
+    )
+    keyed = np.concatenate([group[:, None], summary], axis=1)
+    distinct, inverse, weight = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    like = _likelihood(distinct[:, 1:], log_grid)
+    weight = weight.astype(np.float64)
+    posterior = np.empty_like(like)
+    for g in np.unique(distinct[:, 0]):
+        rows = distinct[:, 0] == g
+        own = _fit(like[rows], weight[rows], pooled, GROUP_ITERATIONS, pooled, SHRINKAGE)
+        joint = like[rows] * own
+        posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
+    result: Array = (posterior @ _credit_table(k_max))[inverse]
+    return result, pooled
