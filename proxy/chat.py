@@ -10,11 +10,13 @@ upstream call still running for it; what was spent up to then is still logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
@@ -23,9 +25,10 @@ from proxy.completions import TaskCall
 from proxy.errors import api_error_response
 from proxy.metrics import PASSTHROUGH, status_class
 from proxy.request import ChatView, decode_chat, decode_passthrough, read_headers
+from proxy.requestlog import RequestRecord
 from proxy.service import ProxyService
 from proxy.streaming import answer_events, error_event, keepalive_then
-from proxy.upstream import RawResponse, UpstreamStream
+from proxy.upstream import RawResponse, UpstreamStream, Usage
 
 __all__ = ["ClientGone", "handle_chat"]
 
@@ -105,12 +108,51 @@ class _Accounting:
                 report(time.perf_counter() - self.started)
 
 
-def _passthrough_report(service: ProxyService, status: int) -> Callable[[float], None]:
+class _UsageView(msgspec.Struct):
+    usage: Usage | None = None
+
+
+_usage_of = msgspec.json.Decoder(_UsageView).decode
+
+
+def _passthrough_report(
+    service: ProxyService, upstream: str, status: int, body: bytes | None = None
+) -> Callable[[float], None]:
+    """Metrics and a request-log row for a pass-through request (usage read if 2xx JSON)."""
     metrics = service.metrics
 
     def report(latency_s: float) -> None:
         metrics.requests.labels(PASSTHROUGH, "none", PASSTHROUGH, status_class(status)).inc()
         metrics.request_duration.labels(PASSTHROUGH, "none", PASSTHROUGH).observe(latency_s)
+        usage = None
+        if body is not None and status < 300:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                usage = _usage_of(body).usage
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else 0
+        cost = service.specs[upstream].cost(prompt, completion)
+        if usage is not None:
+            metrics.prompt_tokens.labels(PASSTHROUGH, "none").inc(prompt)
+            metrics.completion_tokens.labels(PASSTHROUGH, "none").inc(completion)
+            metrics.cost.labels(PASSTHROUGH, "none").inc(cost)
+        if service.request_log is not None:
+            ok = 200 <= status < 300
+            service.request_log.record(
+                RequestRecord(
+                    ts=time.time(),
+                    task=PASSTHROUGH,
+                    strategy=PASSTHROUGH,
+                    samples_launched=1,
+                    samples_used=1 if ok else 0,
+                    samples_failed=0 if ok or status == CLIENT_CLOSED else 1,
+                    samples_cancelled=1 if status == CLIENT_CLOSED else 0,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost=cost,
+                    latency_s=latency_s,
+                    status=status,
+                )
+            )
 
     return report
 
@@ -125,18 +167,18 @@ async def _passthrough(
 ) -> Response[Any]:
     upstream = service.passthrough_upstream(model)
     account = _Accounting(service, PASSTHROUGH)
-    status = 500
+    status, body = 500, None
     try:
         if not stream:
             response = await until_disconnect(request, upstream.forward(raw, deadline=deadline))
-            status = response.status
+            status, body = response.status, response.body
             return _raw_response(response)
         opened = await until_disconnect(request, upstream.open_stream(raw, deadline=deadline))
         if isinstance(opened, RawResponse):
             status = opened.status
             return _raw_response(opened)
         status = opened.status
-        return _stream_passthrough(service, request, opened, account)
+        return _stream_passthrough(service, request, upstream.name, opened, account)
     except ClientGone:
         status = CLIENT_CLOSED
         raise
@@ -145,12 +187,13 @@ async def _passthrough(
         raise
     finally:
         if not (stream and status < 300):
-            account.close(_passthrough_report(service, status))
+            account.close(_passthrough_report(service, upstream.name, status, body))
 
 
 def _stream_passthrough(
     service: ProxyService,
     request: Request[Any, Any, Any],
+    upstream: str,
     opened: UpstreamStream,
     account: _Accounting,
 ) -> Stream:
@@ -159,7 +202,7 @@ def _stream_passthrough(
     closing: set[asyncio.Task[None]] = set()
 
     def gone() -> None:
-        account.close(_passthrough_report(service, CLIENT_CLOSED))
+        account.close(_passthrough_report(service, upstream, CLIENT_CLOSED))
         task = asyncio.ensure_future(opened.aclose())
         closing.add(task)
         task.add_done_callback(closing.discard)
@@ -179,46 +222,60 @@ def _stream_passthrough(
             raise
         finally:
             watcher.cancel()
-            account.close(_passthrough_report(service, status))
+            account.close(_passthrough_report(service, upstream, status))
             await opened.aclose()
 
     return Stream(relay(), status_code=opened.status, media_type=media_type, headers=headers)
 
 
+def _count_rejected(
+    service: ProxyService, task: str | None, tier: str | None, error: ApiError
+) -> None:
+    """Count a request refused before it was routed (bad key, body, task or tier)."""
+    metrics = service.metrics
+    labels = (metrics.task(task), metrics.tier(tier), "none", status_class(error.status_code))
+    metrics.requests.labels(*labels).inc()
+
+
 async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) -> Response[Any]:
     """The whole chat completions endpoint."""
     headers = request.headers
-    service.keys.check(headers.get("authorization"))
-    iapo = read_headers(
-        headers.get("x-iapo-task"), headers.get("x-iapo-tier"), headers.get("x-iapo-deadline-ms")
-    )
-    raw = await request.body()
-    deadline_s = service.config.server.deadline_s
-    if iapo.deadline_s is not None:
-        deadline_s = min(deadline_s, iapo.deadline_s)
-    deadline = asyncio.get_running_loop().time() + deadline_s
-    registry = service.registry
-    assert registry is not None
-    if iapo.task is not None:
-        served = registry.tasks.get(iapo.task)
-        if served is None:
-            raise UnknownTask(
-                f"unknown task {iapo.task!r}; valid tasks: {', '.join(sorted(registry.tasks))}",
-                param="X-IAPO-Task",
-            )
-    else:
-        route = decode_passthrough(raw)
-        served = registry.resolve(None, route.model)
-        if served is None:
-            if not service.config.passthrough:
+    task_name, tier_name = headers.get("x-iapo-task"), headers.get("x-iapo-tier")
+    try:
+        service.keys.check(headers.get("authorization"))
+        iapo = read_headers(task_name, tier_name, headers.get("x-iapo-deadline-ms"))
+        raw = await request.body()
+        deadline_s = service.config.server.deadline_s
+        if iapo.deadline_s is not None:
+            deadline_s = min(deadline_s, iapo.deadline_s)
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        registry = service.registry
+        assert registry is not None
+        if iapo.task is not None:
+            served = registry.tasks.get(iapo.task)
+            if served is None:
+                raise UnknownTask(
+                    f"unknown task {iapo.task!r}; valid tasks: {', '.join(sorted(registry.tasks))}",
+                    param="X-IAPO-Task",
+                )
+        else:
+            route = decode_passthrough(raw)
+            served = registry.resolve(None, route.model)
+            if served is None and not service.config.passthrough:
                 raise UnknownTask(
                     f"model {route.model!r} is not a task and pass-through is off; valid "
                     f"tasks and aliases: {', '.join(sorted(registry.aliases))}",
                     param="model",
                 )
-            return await _passthrough(service, request, raw, route.model, route.stream, deadline)
-    view, body = decode_chat(raw)
-    call = TaskCall(service, served, view, body, iapo.tier)
+        if served is not None:
+            task_name = served.name
+            view, body = decode_chat(raw)
+            call = TaskCall(service, served, view, body, iapo.tier)
+    except ApiError as exc:
+        _count_rejected(service, task_name, tier_name, exc)
+        raise
+    if served is None:
+        return await _passthrough(service, request, raw, route.model, route.stream, deadline)
     if view.stream:
         return _stream_task(service, request, call, view, deadline)
     account = _Accounting(service, served.name)

@@ -260,7 +260,17 @@ class UpstreamClient:
                 started = time.perf_counter()
                 self._load[shard] += 1
                 try:
-                    response = await http.send(request, stream=stream)
+                    # httpx's own timeouts bound each phase; this bounds the whole call
+                    # by the request's deadline, whatever the transport.
+                    async with asyncio.timeout_at(deadline):
+                        response = await http.send(request, stream=stream)
+                        if not stream:
+                            await response.aread()
+                except TimeoutError:
+                    # The client's deadline, not the upstream's fault: no breaker verdict.
+                    raise UpstreamTimeout(
+                        f"upstream {self.name!r} did not answer before the request deadline"
+                    ) from None
                 except httpx.TimeoutException as exc:
                     verdict = True
                     self.breaker.record_failure()
