@@ -1,0 +1,219 @@
+"""Policy hot reload, the request log, and the reward-service adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import httpx
+import msgspec
+import numpy as np
+import pytest
+
+from policies import RewardSpec, SqlitePolicyStore, UpstreamError, encode_policy, save_policy
+from proxy.breaker import CircuitBreaker
+from proxy.config import RetryConfig
+from proxy.metrics import ProxyMetrics
+from proxy.reward import RewardScorer
+from proxy.upstream import UpstreamClient
+from tests.proxy.conftest import chat_body, make_config, make_policy, running_proxy
+from tests.proxy.scripted import ScriptedUpstream
+
+TASK = {"X-IAPO-Task": "math"}
+
+
+async def wait_for(condition: object, seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_policy_file_hot_reload_and_corrupt_file_rejected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = ScriptedUpstream()
+    config = make_config(tmp_path)
+    policy_file = Path(config.tasks[0].policy_file or "")
+    async with running_proxy(config, upstream) as (client, service):
+        assert service.registry is not None
+        first = service.registry.tasks["math"].label
+        save_policy(make_policy(ns={"economy": 1, "standard": 6, "premium": 8}), policy_file)
+        assert await wait_for(lambda: service.registry.tasks["math"].label != first)  # type: ignore[union-attr]
+        second = service.registry.tasks["math"].label
+        await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+        # a half-written file: rejected, the previous policy keeps serving
+        policy_file.write_bytes(encode_policy(make_policy())[:40])  # noqa: ASYNC240
+        assert await wait_for(lambda: "new policy rejected" in caplog.text)
+        response = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+        metrics = (await client.get("/metrics")).text
+    assert upstream.sample_ns() == [6, 6]
+    assert response.headers["x-iapo-policy"] == second
+    assert 'iapo_policy_n{task="math",tier="standard"} 6.0' in metrics
+
+
+async def test_store_bound_task_follows_the_active_revision(tmp_path: Path) -> None:
+    store_path = tmp_path / "policies.sqlite"
+    async with await SqlitePolicyStore.open(store_path) as store:
+        await store.put(make_policy())
+    config = make_config(
+        tmp_path, extra={"store": {"path": str(store_path), "poll_interval_s": 0.05}}
+    )
+    task = msgspec.structs.replace(config.tasks[0], policy_file=None)
+    config = msgspec.structs.replace(config, tasks=(task,))
+    upstream = ScriptedUpstream()
+    async with running_proxy(config, upstream) as (client, service):
+        before = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+        async with await SqlitePolicyStore.open(store_path) as store:
+            await store.put(make_policy(ns={"standard": 2}))
+        assert await wait_for(lambda: service.registry.tasks["math"].revision == 2)  # type: ignore[union-attr]
+        after = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+    assert before.headers["x-iapo-policy"].startswith("1/")
+    assert after.headers["x-iapo-policy"].startswith("2/")
+    assert upstream.sample_ns() == [4, 2]
+
+
+async def test_request_log_rows_and_content_switch(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream(["12", "12", "7", "x"])
+    config = make_config(
+        tmp_path,
+        extra={
+            "request_log": {
+                "path": str(tmp_path / "log.sqlite"),
+                "log_content": True,
+                "flush_interval_s": 0.01,
+            }
+        },
+        request_log=False,
+    )
+    async with running_proxy(config, upstream) as (client, _):
+        await client.post("/v1/chat/completions", json=chat_body("secret question"), headers=TASK)
+        await client.post(
+            "/v1/chat/completions", json=chat_body(), headers={**TASK, "X-IAPO-Tier": "gold"}
+        )
+    with sqlite3.connect(tmp_path / "log.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(r) for r in db.execute("SELECT * FROM request_log")]
+        journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+    assert len(rows) == 1  # the refused request never reached a task
+    row = rows[0]
+    assert (row["task"], row["tier"], row["strategy"], row["status"]) == (
+        "math",
+        "standard",
+        "majority",
+        200,
+    )
+    assert (row["samples_launched"], row["samples_used"], row["n_policy"]) == (4, 4, 4)
+    assert row["completion_tokens"] == 20
+    assert row["cost"] == pytest.approx(0.05)
+    assert row["agreement"] == pytest.approx(0.5)
+    assert "secret question" in row["content"]
+
+
+async def test_request_log_has_no_content_by_default(tmp_path: Path) -> None:
+    async with running_proxy(make_config(tmp_path), ScriptedUpstream()) as (client, _):
+        await client.post("/v1/chat/completions", json=chat_body("secret question"), headers=TASK)
+    with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+        assert db.execute("SELECT content FROM request_log").fetchall() == [(None,)]
+        dump = "\n".join(db.iterdump())
+    assert "secret question" not in dump
+
+
+def reward_client(handler: object) -> UpstreamClient:
+    return UpstreamClient(
+        "reward",
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),  # type: ignore[arg-type]
+        url="http://rm.test",
+        headers={},
+        timeout_s=5,
+        connect_timeout_s=1,
+        max_concurrency=4,
+        max_retries=0,
+        retry=RetryConfig(),
+        breaker=CircuitBreaker("reward"),
+        metrics=ProxyMetrics(),
+        rng=random.Random(0),
+    )
+
+
+def deadline() -> float:
+    return asyncio.get_running_loop().time() + 5
+
+
+MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "2+2?"}]
+
+
+async def test_iapo_contract_reorders_objectives_and_marks_unscored_rows() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"objectives": ["b", "a"], "scores": [[1, 2], [3, 4], [5]]})
+
+    scorer = RewardScorer(
+        RewardSpec(url="http://rm.test/score", objectives=("a", "b")), reward_client(handler)
+    )
+    matrix = await scorer.score(MESSAGES, ["x", "y", "z"], deadline=deadline())
+    assert seen[0]["candidates"] == ["x", "y", "z"]
+    assert seen[0]["messages"] == MESSAGES
+    np.testing.assert_array_equal(matrix[:2], [[2, 1], [4, 3]])
+    assert np.isnan(matrix[2]).all()
+
+
+async def test_vllm_score_and_pooling_adapters() -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if request.url.path.endswith("/score"):
+            return httpx.Response(
+                200, json={"data": [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]}
+            )
+        return httpx.Response(
+            200, json={"data": [{"index": 0, "data": [[0.1], [0.7]]}, {"index": 1, "data": 0.3}]}
+        )
+
+    client = reward_client(handler)
+    score = RewardScorer(RewardSpec(url="http://rm.test/score", kind="vllm", model="rm"), client)
+    pooling = RewardScorer(RewardSpec(url="http://rm.test/pooling", kind="vllm"), client)
+    assert (await score.score(MESSAGES, ["a", "b"], deadline=deadline())).tolist() == [[0.1], [0.9]]
+    assert (await pooling.score(MESSAGES, ["a", "b"], deadline=deadline())).tolist() == [
+        [0.7],
+        [0.3],
+    ]
+    assert bodies[0] == {"text_1": "2+2?", "text_2": ["a", "b"], "model": "rm"}
+    assert bodies[1] == {"input": ["2+2?\n\na", "2+2?\n\nb"]}
+
+
+async def test_malformed_reward_response_is_an_upstream_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"objectives": ["a"], "scores": [[1.0]]})
+
+    scorer = RewardScorer(
+        RewardSpec(url="http://rm.test/r", objectives=("a",)), reward_client(handler)
+    )
+    with pytest.raises(UpstreamError, match="1 score rows for 2 candidates"):
+        await scorer.score(MESSAGES, ["x", "y"], deadline=deadline())
+
+
+async def test_best_of_n_falls_back_to_a_sample_when_the_reward_service_fails(
+    tmp_path: Path,
+) -> None:
+    upstream = ScriptedUpstream(["first", "second"])
+    reward = RewardSpec(url="http://reward.test/reward")
+    broken = httpx.MockTransport(lambda request: httpx.Response(500, json={"error": "down"}))
+    policy = make_policy(ns={"standard": 2}, strategy="best_of_n", reward=reward)
+    config = make_config(tmp_path, policy)
+    async with running_proxy(config, upstream, transports={"reward": broken}) as (client, _):
+        response = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "first"
+    assert "x-iapo-score" not in response.headers
+    assert 'iapo_upstream_requests_total{status_class="5xx",upstream="reward"} 1.0' in metrics
