@@ -5,8 +5,13 @@ run's budget and returns each tier's final active arms; :func:`plan_method` says
 beforehand what it will do.
 
 - ``psst``: the paper's PSST (disjoint-block reuse, a random query per pull);
-- ``psst-pooled``: PSST's halving with the pooled estimator, paired queries and pull
-  sizes capped so each prompt sees several queries per round;
+- ``psst-pooled``: PSST's halving with the pooled empirical-Bayes estimator
+  (:mod:`optimizer._bayes`), paired queries (every prompt of a round on the same
+  queries) and pull sizes capped so each prompt sees several queries per round;
+- ``psst-urn``: the same with the U-statistic + Pólya-urn estimator instead;
+- ``sh-pooled``: halving over each tier's prompts (a prompt kept or dropped with all
+  its N), pooled estimator;
+- ``uniform-pooled``: every prompt on the same queries, pooled estimator, no halving;
 - ``warmup`` / ``warmup-pooled``: a share ρ of the budget on N=1 over all prompts, keep
   each tier's top K prompts, PSST on their arms (``warmup`` discards the warm-up
   samples afterwards, as the authors' code does; ``warmup-pooled`` keeps them);
@@ -57,8 +62,13 @@ TOP_K = 4
 MIN_QUERIES = 4
 
 
+# The pooled estimator extrapolates past the samples it has on a query, so pulls larger
+# than this buy less than more queries would.
+MAX_PULL = 32
+
+
 def _pooled_cap(share: int, prompts: int) -> int | None:
-    return max(1, share // max(prompts * MIN_QUERIES, 1))
+    return max(1, min(MAX_PULL, share // max(prompts * MIN_QUERIES, 1)))
 
 
 def _arm_counts(mask: Mask) -> tuple[int, ...]:
