@@ -18,6 +18,7 @@ import pytest
 
 from policies import encode_policy, save_policy
 from tests.reliability.conftest import (
+    AUTH,
     PROXY_KEY,
     TASK,
     chat,
@@ -110,29 +111,46 @@ async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: P
                         break
                     assert proc.returncode is None, log.read_text()
                     await asyncio.sleep(0.05)
+
+                async def stream(headers: dict[str, str]) -> list[str]:
+                    body = chat(stream=True)
+                    async with client.stream(
+                        "POST", "/v1/chat/completions", json=body, headers=headers
+                    ) as r:
+                        return [line async for line in r.aiter_lines() if line]
+
                 requests = [
                     asyncio.create_task(
                         client.post("/v1/chat/completions", json=chat(), headers=headers)
                     )
-                    for headers in [ECONOMY] * 3 + [PREMIUM] * 2
+                    for headers in [ECONOMY] * 3 + [PREMIUM] * 2 + [AUTH]
                 ]
-                assert await eventually(lambda: upstream.stats.in_flight == 3 + 2 * 8)
+                streams = [asyncio.create_task(stream(h)) for h in (ECONOMY, AUTH)]
+                # 3 economy + 2 x 8 premium + 1 pass-through + 2 streams, all upstream now
+                assert await eventually(lambda: upstream.stats.in_flight == 3 + 16 + 1 + 2)
                 proc.send_signal(signal.SIGTERM)
                 responses = await asyncio.gather(*requests)
+                streamed = await asyncio.gather(*streams)
             code = await asyncio.wait_for(proc.wait(), 30)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert [r.status_code for r in responses] == [200] * 5
-    assert [r.headers["x-iapo-samples"] for r in responses] == ["1/1"] * 3 + ["8/8"] * 2
+    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.headers.get("x-iapo-samples") for r in responses] == ["1/1"] * 3 + ["8/8"] * 2 + [
+        None
+    ]
+    for lines in streamed:  # both streams finished whole, not cut by the shutdown
+        assert lines[-1] == "data: [DONE]", lines
     # uvicorn shuts down gracefully, then re-raises the signal: dying "by SIGTERM" after
     # a clean drain is the normal end of a server process.
     assert code in (0, -signal.SIGTERM), log.read_text()
     with sqlite3.connect(tmp_path / "requests.sqlite") as db:
-        rows = db.execute("SELECT tier, status, samples_used FROM request_log").fetchall()
+        rows = db.execute(
+            "SELECT tier, status, samples_used FROM request_log WHERE task = 'math'"
+        ).fetchall()
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert sorted(rows) == [("economy", 200, 1)] * 3 + [("premium", 200, 8)] * 2
+    assert sorted(rows) == [("economy", 200, 1)] * 4 + [("premium", 200, 8)] * 2
     assert mode == "wal"
 
 
@@ -311,3 +329,31 @@ async def test_sigterm_of_a_live_optimize_loses_no_stored_sample_and_resumes(
     # and what the first run was served but had not stored when killed is bounded by
     # what was in flight then (its concurrency), not by the run so far
     assert served_first - stored_after_kill <= 8 * 4
+
+
+async def test_every_answered_request_has_one_log_row(tmp_path: Path) -> None:
+    async with fault_upstream(script=("ok", "500", "ok", "ok", "502")) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"max_retries": 0})
+        async with proxy_client(config) as (client, _):
+            statuses = [
+                (await client.post("/v1/chat/completions", json=chat(), headers=AUTH)).status_code,
+                (await client.post("/v1/chat/completions", json=chat(), headers=AUTH)).status_code,
+            ]
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=chat(stream=True), headers=AUTH
+            ) as r:
+                statuses.append(r.status_code)
+                await r.aread()
+            for _ in range(2):
+                r = await client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+                statuses.append(r.status_code)
+    assert statuses == [200, 500, 200, 200, 502]
+    with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+        rows = db.execute("SELECT task, status FROM request_log ORDER BY id").fetchall()
+    assert rows == [
+        ("passthrough", 200),
+        ("passthrough", 500),
+        ("passthrough", 200),
+        ("math", 200),
+        ("math", 502),
+    ]

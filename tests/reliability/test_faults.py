@@ -237,3 +237,15 @@ async def test_per_upstream_concurrency_limit(tmp_path: Path) -> None:
     assert [r.status_code for r in responses] == [200] * 4
     assert upstream.stats.chat_requests == 32
     assert upstream.stats.peak_in_flight <= 3
+
+
+async def test_retry_after_past_the_deadline_is_not_waited_for(tmp_path: Path) -> None:
+    async with fault_upstream(error_rates={429: 1.0}, retry_after_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"max_retries": 3})
+        async with proxy_client(config) as (client, _):
+            headers = {**ECONOMY, "x-iapo-deadline-ms": "2000"}
+            async with asyncio.timeout(10):  # not 30 s: waiting would overrun the deadline
+                response = await client.post("/v1/chat/completions", json=chat(), headers=headers)
+    assert_openai_error(response, 429)
+    assert response.headers["retry-after"] == "30"  # the client learns how long to wait
+    assert upstream.stats.chat_requests == 1

@@ -215,3 +215,27 @@ async def test_metric_labels_stay_bounded(tmp_path: Path) -> None:
     everything = set().union(*values.values())
     for leaked in ("evil-task", "gold", "x" * 64, *models, PROXY_KEY):
         assert leaked not in everything
+
+
+def test_iapo_serve_check_refuses_a_literal_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from iapo.cli import main
+
+    file = tmp_path / "proxy.toml"
+    file.write_text(
+        f"""
+[auth]
+keys_env = "IAPO_TEST_KEYS"
+[[upstreams]]
+name = "up"
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+api_key = "{UPSTREAM_KEY}"
+""",
+        encoding="utf-8",
+    )
+    assert main(["serve", "--config", str(file), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "api_key_env" in err
+    assert UPSTREAM_KEY not in err
