@@ -47,7 +47,7 @@ def free_port() -> int:
         return port
 
 
-def write_toml(tmp_path: Path, upstream_url: str, port: int) -> Path:
+def write_toml(tmp_path: Path, upstream_url: str, port: int, drain_s: float = 20) -> Path:
     save_policy(make_policy(), tmp_path / "math.policy.json")
     config = tmp_path / "proxy.toml"
     config.write_text(
@@ -55,7 +55,7 @@ def write_toml(tmp_path: Path, upstream_url: str, port: int) -> Path:
 [server]
 host = "127.0.0.1"
 port = {port}
-drain_timeout_s = 20
+drain_timeout_s = {drain_s}
 
 [auth]
 keys_env = "IAPO_TEST_KEYS"
@@ -80,6 +80,31 @@ policy_file = "math.policy.json"
     return config
 
 
+async def start_serve(config: Path, log: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "IAPO_TEST_KEYS": PROXY_KEY}
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "iapo", "serve", "--config", str(config)),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ready(
+    client: httpx.AsyncClient, proc: asyncio.subprocess.Process, log: Path
+) -> None:
+    for _ in range(300):
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.returncode is None, f"iapo serve exited early; see {log}"
+        await asyncio.sleep(0.05)
+    raise AssertionError("iapo serve did not become ready")
+
+
 @pytest.mark.e2e
 async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: Path) -> None:
     # Slow samples: the requests are still in flight when SIGTERM arrives; the long
@@ -87,30 +112,12 @@ async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: P
     async with fault_upstream(latency_ms=1500) as upstream:
         port = free_port()
         config = write_toml(tmp_path, upstream.base_url, port)
-        env = {**os.environ, "IAPO_TEST_KEYS": PROXY_KEY}
         log = tmp_path / "serve.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "iapo", "serve", "--config", str(config)),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = await start_serve(config, log)
         try:
             url = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-
-                async def ready() -> bool:
-                    try:
-                        return (await client.get("/readyz")).status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                for _ in range(300):
-                    if await ready():
-                        break
-                    assert proc.returncode is None, log.read_text()
-                    await asyncio.sleep(0.05)
+                await wait_ready(client, proc, log)
 
                 async def stream(headers: dict[str, str]) -> list[str]:
                     body = chat(stream=True)
@@ -357,3 +364,39 @@ async def test_every_answered_request_has_one_log_row(tmp_path: Path) -> None:
         ("math", 200),
         ("math", 502),
     ]
+
+
+@pytest.mark.e2e
+async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
+    tmp_path: Path,
+) -> None:
+    async with fault_upstream(script=("hang",), hang_s=60) as upstream:
+        port = free_port()
+        config = write_toml(tmp_path, upstream.base_url, port, drain_s=1)
+        log = tmp_path / "serve.log"
+        proc = await start_serve(config, log)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                await wait_ready(client, proc, log)
+                stuck = asyncio.create_task(
+                    client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+                )
+                assert await eventually(lambda: upstream.stats.in_flight == 1)
+                proc.send_signal(signal.SIGTERM)
+                # the drain bound (1 s) ends the wait, not the upstream's 120 s timeout
+                code = await asyncio.wait_for(proc.wait(), 15)
+                outcome = await asyncio.gather(stuck, return_exceptions=True)
+            assert await eventually(lambda: upstream.stats.in_flight == 0)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code in (0, -signal.SIGTERM), log.read_text()
+    assert upstream.stats.disconnected == 1  # the stuck upstream call was closed
+    response = outcome[0]
+    if isinstance(response, httpx.Response):  # an answer, if any, is an honest error
+        assert response.status_code >= 500
+    with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+        rows = db.execute("SELECT task, status FROM request_log").fetchall()
+    assert len(rows) == 1, rows  # the abandoned request is still accounted for
+    assert rows[0][1] >= 499
