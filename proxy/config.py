@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -65,6 +65,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keepalive_interval_s: PositiveFloat = 10.0
     drain_timeout_s: PositiveFloat = 30.0
     access_log: bool = False
+    # "lean": plain-HTTP upstreams use proxy.transport.LeanTransport; "httpx": httpx's own.
+    upstream_transport: Literal["lean", "httpx"] = "lean"
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -26,6 +26,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.requestlog import RequestLog
 from proxy.reward import RewardScorer
 from proxy.tasks import TaskRegistry
+from proxy.transport import LeanTransport
 from proxy.upstream import UpstreamClient
 
 __all__ = ["ProxyService"]
@@ -82,10 +83,22 @@ class ProxyService:
     # -- construction -----------------------------------------------------------------
 
     def _clients(
-        self, name: str, *, pool: int, connect_timeout_s: float
+        self, name: str, url: str, *, pool: int, connect_timeout_s: float
     ) -> list[httpx.AsyncClient]:
-        """Connection pools for one upstream: shards of at most SHARD_SIZE connections."""
+        """The connection pools for one upstream.
+
+        Plain-HTTP upstreams get :class:`LeanTransport` (one O(1) pool); others get httpx's
+        own transport in shards of at most SHARD_SIZE connections, because httpcore's pool
+        costs O(connections x waiting requests) per event at high concurrency.
+        """
         transport = self._transports.get(name)
+        lean = (
+            transport is None
+            and url.startswith("http://")
+            and self.config.server.upstream_transport == "lean"
+        )
+        if lean:
+            transport = LeanTransport(max_connections=pool)
         shards = 1 if transport is not None else -(-pool // SHARD_SIZE)
         size = -(-pool // shards)
         clients = []
@@ -120,7 +133,10 @@ class ProxyService:
         """Open clients, the store and the request log; load every task's policy."""
         for spec in self.config.upstreams:
             http = self._clients(
-                spec.name, pool=spec.max_concurrency, connect_timeout_s=spec.connect_timeout_s
+                spec.name,
+                spec.base_url,
+                pool=spec.max_concurrency,
+                connect_timeout_s=spec.connect_timeout_s,
             )
             self.upstreams[spec.name] = UpstreamClient.from_spec(
                 spec,
@@ -162,7 +178,7 @@ class ProxyService:
                 key = UpstreamSpec(spec.url, "reward", api_key_env=spec.api_key_env).api_key()
             client = UpstreamClient(
                 name,
-                self._clients(name, pool=64, connect_timeout_s=5.0),
+                self._clients(name, spec.url, pool=64, connect_timeout_s=5.0),
                 url=spec.url,
                 headers={"authorization": f"Bearer {key}"} if key else {},
                 timeout_s=spec.timeout_s,

@@ -1,0 +1,148 @@
+"""LeanTransport against a raw asyncio HTTP server on 127.0.0.1 (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from proxy.transport import LeanTransport
+
+Reply = Callable[[bytes], bytes | None]  # request bytes -> response bytes (None: hang up)
+
+
+@asynccontextmanager
+async def raw_server(reply: Reply, *, delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server answering each request on a connection with ``reply``; counts connections."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                await asyncio.sleep(delay_s)
+                answer = reply(head + body)
+                if answer is None:
+                    writer.close()
+                    return
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}", connections
+
+
+def ok(body: bytes = b'{"ok":true}') -> Reply:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    return lambda request: head % len(body) + body
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
+    seen: list[bytes] = []
+
+    def reply(request: bytes) -> bytes:
+        seen.append(request)
+        return ok()(request)  # type: ignore[return-value]
+
+    async with (
+        raw_server(reply) as (url, connections),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        for i in range(3):
+            response = await client.post(url + "/v1/x?q=1", content=b"body-%d" % i)
+            assert response.status_code == 200
+            assert response.json() == {"ok": True}
+    assert len(connections) == 1
+    assert seen[2].startswith(b"POST /v1/x?q=1 HTTP/1.1\r\n")
+    assert seen[2].endswith(b"\r\n\r\nbody-2")
+    assert b"content-length: 6" in seen[2].lower()
+
+
+async def test_chunked_body_streams_in_pieces() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    async with (
+        raw_server(lambda request: chunked) as (url, _),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        async with client.stream("POST", url, content=b"{}") as response:
+            parts = [part async for part in response.aiter_raw()]
+        again = await client.post(url, content=b"{}")
+    assert b"".join(parts) == b"hello world"
+    assert again.text == "hello world"
+
+
+async def test_connection_refused_is_a_connect_error() -> None:
+    async with raw_server(ok()) as (url, _):
+        pass  # the server is gone: its port refuses
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(url, content=b"{}")
+
+
+async def test_hang_up_mid_response_is_a_protocol_error() -> None:
+    truncated = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part"
+
+    async with (
+        raw_server(lambda request: truncated) as (url, _),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        # the server writes a short body and waits; then the read timeout fires
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, content=b"{}", timeout=httpx.Timeout(5, read=0.2))
+    async with (
+        raw_server(lambda request: None) as (url, _),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(url, content=b"{}")
+
+
+async def test_read_timeout_and_stale_keep_alive_retry() -> None:
+    async with (
+        raw_server(ok(), delay_s=0.5) as (url, _),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, content=b"{}", timeout=httpx.Timeout(5, read=0.05))
+    # a server that closes its kept-alive connection: the next call gets a fresh one
+    calls = 0
+
+    def one_per_connection(request: bytes) -> bytes:
+        nonlocal calls
+        calls += 1
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+        return head
+
+    async with (
+        raw_server(one_per_connection) as (url, connections),
+        httpx.AsyncClient(transport=LeanTransport()) as client,
+    ):
+        assert (await client.post(url, content=b"1")).text == "ok"
+        await asyncio.sleep(0.05)
+        assert (await client.post(url, content=b"2")).text == "ok"
+    assert calls == 2
+    assert len(connections) == 2
+
+
+async def test_https_is_refused() -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await client.post("https://example.invalid/", content=b"{}")
