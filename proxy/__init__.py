@@ -1,5 +1,24 @@
-"""The OpenAI-compatible serving proxy (not built yet)."""
+"""The OpenAI-compatible serving proxy: applies each task's policy to live traffic.
+
+    from proxy import create_app, load_config
+    app = create_app(load_config("iapo.toml"))      # a litestar app; serve it with uvicorn
+
+``iapo serve`` runs it (``proxy.server.serve``); ``proxy.server.ServerThread`` serves it
+on a background thread (tests, ``iapo demo``).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from proxy.app import create_app
+from proxy.config import ProxyConfig, load_config, parse_config
+from proxy.metrics import ProxyMetrics
+from proxy.service import ProxyService
+
+__all__ = [
+    "ProxyConfig",
+    "ProxyMetrics",
+    "ProxyService",
+    "create_app",
+    "load_config",
+    "parse_config",
+]

@@ -40,7 +40,8 @@ def uvicorn_config(app: Any, config: ProxyConfig, **overrides: Any) -> uvicorn.C
         "http": "auto",
         "access_log": config.server.access_log,
         "log_config": None,
-        "timeout_graceful_shutdown": int(config.server.drain_timeout_s),
+        # uvicorn annotates an int but waits with asyncio: a float bound works as given.
+        "timeout_graceful_shutdown": config.server.drain_timeout_s,
         "timeout_keep_alive": 75,
         "backlog": 2048,
     }

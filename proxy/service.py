@@ -68,6 +68,7 @@ class ProxyService:
         for spec in config.upstreams:
             self._by_model.setdefault(spec.model, spec.name)
         self._http: list[httpx.AsyncClient] = []
+        self.lean: dict[str, LeanTransport] = {}
         self._ssl: ssl.SSLContext | None = None
         self._scorers: dict[RewardSpec, RewardScorer] = {}
         self.registry: TaskRegistry | None = None
@@ -98,7 +99,7 @@ class ProxyService:
             and self.config.server.upstream_transport == "lean"
         )
         if lean:
-            transport = LeanTransport(max_connections=pool)
+            transport = self.lean[name] = LeanTransport(max_connections=pool)
         shards = 1 if transport is not None else -(-pool // SHARD_SIZE)
         size = -(-pool // shards)
         clients = []
@@ -145,6 +146,7 @@ class ProxyService:
                 breaker=self._breaker(spec.name),
                 metrics=self.metrics,
                 rng=self._jitter,
+                lean=self.lean.get(spec.name),
             )
         if self._store is None and self.config.store.path is not None:
             self._store = await SqlitePolicyStore.open(self.config.store.path)
@@ -189,6 +191,7 @@ class ProxyService:
                 breaker=self._breaker(name),
                 metrics=self.metrics,
                 rng=self._jitter,
+                lean=self.lean.get(name),
             )
             scorer = self._scorers[spec] = RewardScorer(spec, client)
         return scorer

@@ -37,8 +37,35 @@ def run(args: argparse.Namespace) -> int:
         server = msgspec.structs.replace(server, port=args.port)
     config = msgspec.structs.replace(config, server=server)
     if args.check:
+        import asyncio
+
+        labels = asyncio.run(_check(config))
         print(f"config OK: {len(config.upstreams)} upstream(s), {len(config.tasks)} task(s)")
+        for task, label in labels.items():
+            print(f"  task {task}: policy {label}")
         return 0
     print(f"iapo serve: listening on http://{server.host}:{server.port}")
     serve(config)
     return 0
+
+
+async def _check(config: Any) -> dict[str, str]:
+    """Load every task's policy as serving would (ConfigError names what is wrong)."""
+    from policies import SqlitePolicyStore
+    from proxy.auth import KeyChecker
+    from proxy.metrics import ProxyMetrics
+    from proxy.tasks import TaskRegistry
+
+    KeyChecker(config.auth)
+    for spec in config.upstreams:
+        spec.api_key()
+    store = None
+    if config.store.path is not None:
+        store = await SqlitePolicyStore.open(config.store.path)
+    try:
+        registry = TaskRegistry(config, ProxyMetrics(), store)
+        await registry.load()
+        return {name: served.label for name, served in registry.tasks.items()}
+    finally:
+        if store is not None:
+            await store.close()

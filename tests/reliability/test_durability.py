@@ -402,11 +402,6 @@ async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
     assert rows[0][1] >= 499
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/server.py passes int(drain_timeout_s) to uvicorn: 0.9 s becomes 0, no drain, "
-    "and the cancelled request gets uvicorn's plain-text 500",
-)
 @pytest.mark.e2e
 async def test_a_sub_second_drain_bound_still_drains(tmp_path: Path) -> None:
     async with fault_upstream(latency_ms=300) as upstream:
