@@ -55,6 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(DATA))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument("--budgets", default="500,1000,3000,10000")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tiers", default="economy=1.0,standard=0.2,premium=0")
@@ -73,7 +74,7 @@ def main() -> int:
     share: dict[tuple[str, int], list[float]] = {}
     spent: dict[tuple[str, int], list[int]] = {}
     seconds: dict[tuple[str, int], float] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         order = np.random.default_rng(seed).permutation(table.num_queries)
         n_test = round(0.2 * table.num_queries)
         test_q, train_q = order[:n_test], order[n_test:]
@@ -108,7 +109,7 @@ def main() -> int:
 
     print(
         f"table {args.table}: {table.num_prompts} prompts, {table.num_queries} queries; "
-        f"{args.seeds} seeds, 80/20 re-splits; tiers {args.tiers}; N_max {args.n_max}"
+        f"{args.seeds} seeds from {args.first_seed}, 80/20 re-splits; tiers {args.tiers}; N_max {args.n_max}"
     )
     print(
         "share of the unlimited-budget choice's test utility (mean over tiers and seeds), "

@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 Array = npt.NDArray[np.float64]
 STEP = 0.05
 EM_ITERATIONS = 300  # EM for this prior converges slowly; the fit runs on distinct summaries
-GROUP_ITERATIONS = 30
-SHRINKAGE = 20.0  # a prompt's prior weighs the pooled one like this many queries
+GROUP_ITERATIONS = 300
+GROUP_ITERATIONS_WARM = 30
+SHRINKAGE = 5.0  # a prompt's prior weighs the pooled one like this many queries
 FLOOR = 1e-4  # a grid point never rules a count out completely: θ is only approximate
 
 
@@ -143,6 +144,7 @@ def eb_credit(
     groups: npt.NDArray[np.int64] | None = None,
     prior: Array | None = None,
     iterations: int = EM_ITERATIONS,
+    group_priors: dict[int, Array] | None = None,
 ) -> tuple[Array, Array]:
     """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
 
@@ -150,7 +152,8 @@ def eb_credit(
     with no answer; ``groups`` (M,): the prompt of each row. A prior is fitted to all
     rows (pass all of them), then each group gets its own prior shrunk toward it
     (prompts differ in how often they are stuck on a wrong answer; few queries of a
-    prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit.
+    prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit and
+    ``group_priors`` (updated in place) the per-group fits.
     Returns the credits and the pooled prior.
     """
     grid = _grid()
@@ -169,9 +172,19 @@ def eb_credit(
     like = _likelihood(distinct[:, 1:], log_grid)
     weight = weight.astype(np.float64)
     posterior = np.empty_like(like)
-    for g in np.unique(distinct[:, 0]):
+    known = group_priors if group_priors is not None else {}
+    for g in np.unique(distinct[:, 0]).tolist():
         rows = distinct[:, 0] == g
-        own = _fit(like[rows], weight[rows], pooled, GROUP_ITERATIONS, pooled, SHRINKAGE)
+        warm = known.get(g)
+        own = _fit(
+            like[rows],
+            weight[rows],
+            pooled if warm is None else warm,
+            GROUP_ITERATIONS if warm is None else GROUP_ITERATIONS_WARM,
+            pooled,
+            SHRINKAGE,
+        )
+        known[g] = own
         joint = like[rows] * own
         posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
     result: Array = (posterior @ _credit_table(k_max))[inverse]

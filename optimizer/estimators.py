@@ -162,6 +162,7 @@ class PooledEstimator(Estimator):
         self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
         self._dirty: set[int] = set()
         self._prior: Array | None = None
+        self._group_priors: dict[int, Array] = {}
         self._pair: dict[tuple[int, int], int] = {}
         self._pair_prompt: list[int] = []
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
@@ -227,6 +228,7 @@ class PooledEstimator(Estimator):
                 groups,
                 self._prior,
                 EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
+                self._group_priors,
             )
         else:
             curve = prefix_credit(

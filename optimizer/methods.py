@@ -59,12 +59,12 @@ METHODS: dict[str, MethodSpec] = {
 WARMUP_SHARE = 0.2
 TOP_K = 4
 # psst-pooled: at least this many queries per prompt per round when the share allows.
-MIN_QUERIES = 4
+MIN_QUERIES = 2
 
 
 # The pooled estimator extrapolates past the samples it has on a query, so pulls larger
 # than this buy less than more queries would.
-MAX_PULL = 32
+MAX_PULL = 8
 
 
 def _pooled_cap(share: int, prompts: int) -> int | None:
@@ -135,7 +135,8 @@ def plan_method(
         )
         k = min(top_k, prompts)
         counts = tuple(k * int(a) for a in arms[:, 0, :].sum(axis=1))
-        halving_phase(f"psst on top {k}", counts, budget - warm, k_max, k * len(run.tiers))
+        pulled = min(prompts, k * len(run.tiers))  # at most: tiers may share top prompts
+        halving_phase(f"psst on top {k}", counts, budget - warm, k_max, pulled)
     elif method == "prompt-only":
         halving_phase("prompt-only", (prompts,) * len(run.tiers), budget, 1, prompts)
     elif method == "disjoint":

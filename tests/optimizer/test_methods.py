@@ -34,7 +34,7 @@ async def _choose(table: RecordedTable, method: str, budget: int, seed: int, tie
     "method", ["psst", "psst-pooled", "sh-pooled", "uniform", "uniform-pooled"]
 )
 async def test_joint_methods_see_through_the_deceiving_prompt(method: str, seed: int) -> None:
-    result, _ = await _choose(deceiving_table(), method, 3000, seed)
+    result, _ = await _choose(deceiving_table(), method, 4000, seed)
     choice = result.policy.tiers["premium"]
     assert choice.prompt.id == "1", f"{method} chose {choice.prompt.id} (seed {seed})"
     assert choice.n >= 5, f"{method} chose N={choice.n} (seed {seed})"

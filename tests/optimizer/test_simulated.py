@@ -30,7 +30,7 @@ async def test_replay_and_live_through_the_simulator_agree(tmp_path: Path, seed:
     rows = load_dataset(dataset, task.extractor)
     assert len(rows) == table.num_queries
 
-    budget = 1500
+    budget = 3000
     transport = httpx.ASGITransport(app=simulator.create_app(sim))
     async with httpx.AsyncClient(transport=transport, base_url="http://simulator.test") as client:
         sampler = HttpSampler(task, task_file.upstream, rows, client=client, run_key="agree")
