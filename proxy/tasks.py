@@ -153,11 +153,17 @@ class TaskRegistry:
             stamp = stored.revision
             if current is not None and current.stamp == stamp:
                 return None
+            if self._rejected.get(task.name) == stamp:
+                return None
             policy, revision = stored.policy, stored.revision
-        if policy.task != task.name:
-            raise ConfigError(f"policy is for task {policy.task!r}, not {task.name!r}")
-        upstream = self._config.upstream(task.upstream)
-        return ServedTask(task, policy, upstream, revision=revision, stamp=stamp)
+        try:
+            if policy.task != task.name:
+                raise ConfigError(f"policy is for task {policy.task!r}, not {task.name!r}")
+            upstream = self._config.upstream(task.upstream)
+            return ServedTask(task, policy, upstream, revision=revision, stamp=stamp)
+        except IapoError:
+            self._rejected[task.name] = stamp  # log a bad revision once, not every poll
+            raise
 
     def _install(self, served: ServedTask) -> None:
         self._tasks[served.name] = served

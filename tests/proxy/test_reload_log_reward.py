@@ -217,3 +217,19 @@ async def test_best_of_n_falls_back_to_a_sample_when_the_reward_service_fails(
     assert response.json()["choices"][0]["message"]["content"] == "first"
     assert "x-iapo-score" not in response.headers
     assert 'iapo_upstream_requests_total{status_class="5xx",upstream="reward"} 1.0' in metrics
+
+
+async def test_policy_for_another_task_is_rejected_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path)
+    policy_file = Path(config.tasks[0].policy_file or "")
+    async with running_proxy(config, ScriptedUpstream()) as (client, service):
+        assert service.registry is not None
+        label = service.registry.tasks["math"].label
+        save_policy(make_policy(task="physics"), policy_file)
+        assert await wait_for(lambda: "is for task 'physics'" in caplog.text)
+        await asyncio.sleep(0.3)  # several more polls of the same file
+        response = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+    assert caplog.text.count("new policy rejected") == 1
+    assert response.headers["x-iapo-policy"] == label
