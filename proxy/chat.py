@@ -321,6 +321,11 @@ def _stream_task(
             model=answer.model,
             choices=[(s.text, s.finish_reason) for s in answer.choices],
             usage=answer.usage if view.include_usage else None,
+            summary={
+                k.removeprefix("x-iapo-"): v
+                for k, v in answer.headers.items()
+                if k in ("x-iapo-samples", "x-iapo-cost", "x-iapo-agreement", "x-iapo-score")
+            },
         )
 
     # Sampling starts now, not when the server first pulls from the stream.

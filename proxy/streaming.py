@@ -41,11 +41,13 @@ def answer_events(
     model: str,
     choices: Sequence[tuple[str, str | None]],
     usage: dict[str, int] | None,
+    summary: dict[str, str] | None = None,
 ) -> list[bytes]:
     """The chunks of a finished answer: role, content, finish reason per choice, usage, DONE.
 
     ``choices``: (text, finish_reason) per returned choice; ``usage`` None unless the
-    client asked for it (then a final chunk with empty ``choices`` carries it).
+    client asked for it (then a final chunk with empty ``choices`` carries it);
+    ``summary`` (samples, cost, agreement) becomes one SSE comment before ``[DONE]``.
     """
     base = {
         "id": completion_id,
@@ -103,6 +105,10 @@ def answer_events(
         )
     if usage is not None:
         events.append(_event({**base, "choices": [], "usage": usage}))
+    if summary:
+        # What non-streaming clients read in x-iapo-* headers, sent once it is known.
+        fields = " ".join(f"{key}={value}" for key, value in summary.items())
+        events.append(f": iapo {fields}\n\n".encode())
     events.append(DONE)
     return events
 

@@ -97,7 +97,9 @@ async def test_async_sdk_streaming_task_answer_with_usage(tmp_path: Path) -> Non
     assert chunks[-1].usage.completion_tokens == 20
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert wire.startswith(b": keep-alive\n\n")
-    assert wire.endswith(b"data: [DONE]\n\n")
+    assert wire.endswith(b"\n\ndata: [DONE]\n\n")
+    # the x-iapo-* figures a streaming client cannot get as headers, as a last comment
+    assert b"\n\n: iapo samples=4/4 cost=0.05 agreement=0." in wire
 
 
 async def test_async_sdk_non_streaming_best_of_n_picks_highest_weighted_score(
