@@ -95,8 +95,9 @@ async def optimize(
     run whose plan was already shown.
     """
     current, plan = run or make_run(task, sampler, budget, rng, method=method, progress=progress)
-    for line in plan.warnings:
-        logger.warning("%s", line)
+    if run is None:  # a caller that made the run has shown the plan and its warnings
+        for line in plan.warnings:
+            logger.warning("%s", line)
     active = await run_method(method, current)
     if current.spent > budget:  # the engine refuses pulls past the budget; belt and braces
         raise BudgetError(f"spent {current.spent} samples of a budget of {budget}")

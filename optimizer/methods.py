@@ -114,6 +114,13 @@ def plan_method(
             pulls = (pulled, 1, fit) if fit >= 1 else (first, 1, 1)
         else:
             pulls = (pulled, per_prompt, size)
+            if size < n and first < pulled * n:
+                warnings.append(
+                    f"{name}: round 1's share of {first} samples cannot give each of {pulled} "
+                    f"prompts one pull at N={n} (needs {pulled * n}); each prompt gets "
+                    f"{per_prompt} pull(s) at N={size} on different queries instead, and the "
+                    "pooled estimator infers larger N from each query's answers"
+                )
         phases.append(PhasePlan(name, b, tuple(halving_schedule(counts, r, halve)), share, pulls))
 
     if method in ("psst", "psst-pooled", "psst-urn"):
