@@ -109,7 +109,8 @@ def main() -> int:
 
     print(
         f"table {args.table}: {table.num_prompts} prompts, {table.num_queries} queries; "
-        f"{args.seeds} seeds from {args.first_seed}, 80/20 re-splits; tiers {args.tiers}; N_max {args.n_max}"
+        f"{args.seeds} seeds from {args.first_seed}, 80/20 re-splits; "
+        f"tiers {args.tiers}; N_max {args.n_max}"
     )
     print(
         "share of the unlimited-budget choice's test utility (mean over tiers and seeds), "
