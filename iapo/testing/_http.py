@@ -51,6 +51,9 @@ class Connection:
         self._writer = writer
         self._buffer = bytearray()
         self.peer_closed = False
+        # >0: write responses in pieces of this many bytes, yielding between them, so
+        # the client's parser sees heads and bodies split at every possible point.
+        self.fragment = 0
 
     async def _fill(self) -> bool:
         try:
@@ -150,9 +153,13 @@ class Connection:
         """Write and drain; False if the peer is gone."""
         if self.peer_closed:
             return False
+        step = self.fragment if self.fragment > 0 else len(data) or 1
         try:
-            self._writer.write(data)
-            await self._writer.drain()
+            for start in range(0, len(data), step):
+                self._writer.write(data[start : start + step])
+                await self._writer.drain()
+                if self.fragment > 0:
+                    await asyncio.sleep(0)
         except (ConnectionError, OSError, RuntimeError):
             self.peer_closed = True
             return False
@@ -165,11 +172,20 @@ class Connection:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def respond(
-        self, status: int, body: bytes, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        close_delimited: bool = False,
     ) -> bool:
-        """A complete response with a Content-Length."""
+        """A complete response with a Content-Length, or delimited by closing the connection
+        (``close_delimited``: legal HTTP/1.1 that keep-alive clients rarely meet)."""
         all_headers = {"content-type": "application/json", **(headers or {})}
-        all_headers["content-length"] = str(len(body))
+        if close_delimited:
+            all_headers["connection"] = "close"
+        else:
+            all_headers["content-length"] = str(len(body))
         return await self.send(self.head(status, all_headers) + body)
 
     async def start_chunked(self, status: int, headers: dict[str, str]) -> bool:

@@ -19,9 +19,13 @@ __all__ = [
 _encoder = msgspec.json.Encoder()
 
 
-def sample_text(answer: str) -> str:
-    """A sample's text: some reasoning, then an answer both boxed and last-number read."""
-    return f"Let me work through this carefully. The answer is \\boxed{{{answer}}}."
+def sample_text(answer: str, pad_bytes: int = 0) -> str:
+    """A sample's text: some reasoning, then an answer both boxed and last-number read.
+
+    ``pad_bytes`` adds that much filler reasoning first (for large responses).
+    """
+    filler = ("so " * (pad_bytes // 3 + 1))[:pad_bytes]
+    return f"{filler}Let me work through this carefully. The answer is \\boxed{{{answer}}}."
 
 
 def token_count(text: str) -> int:

@@ -59,6 +59,9 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``answers`` (weighted by ``answer_weights``) are what samples conclude, written
     as ``The answer is \\boxed{A}.`` so a boxed or last-number extractor reads them.
     ``hang_s`` bounds how long a hang or a stall lasts when the client never gives up.
+    Wire-level oddities of healthy answers: ``fragment_bytes`` writes every response in
+    pieces that small; ``pad_bytes`` makes each sample that much longer (large bodies);
+    ``close_delimited`` ends JSON bodies by closing the connection (no Content-Length).
     """
 
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
@@ -79,6 +82,9 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     answers: tuple[str, ...] = ("42",)
     answer_weights: tuple[float, ...] | None = None
     chunk_delay_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    fragment_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    pad_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    close_delimited: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.error_rates) - {429, 500, 502, 503}

@@ -227,10 +227,11 @@ class FaultUpstream:
             total = sum(plan.answer_weights)
             weights = [w / total for w in plan.answer_weights]
         picks = self._rng.choice(len(plan.answers), size=count, p=weights)
-        return [sample_text(plan.answers[int(i)]) for i in picks]
+        return [sample_text(plan.answers[int(i)], plan.pad_bytes) for i in picks]
 
     async def _chat(self, conn: Connection, request: Request) -> bool:
         self.stats.chat_requests += 1
+        conn.fragment = self._plan.fragment_bytes
         try:
             body = msgspec.json.decode(request.body)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -305,9 +306,9 @@ class FaultUpstream:
                 await conn.wait_peer_closed(plan.hang_s)
             self.stats.disconnected += 1 if conn.peer_closed else 0
             return False
-        sent = await conn.respond(200, full)
+        sent = await conn.respond(200, full, close_delimited=plan.close_delimited)
         self._count_end(sent, choices)
-        return sent
+        return sent and not plan.close_delimited
 
     async def _stream(
         self, conn: Connection, fault: FaultKind, events: list[bytes], choices: int

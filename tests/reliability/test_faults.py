@@ -249,3 +249,52 @@ async def test_retry_after_past_the_deadline_is_not_waited_for(tmp_path: Path) -
     assert_openai_error(response, 429)
     assert response.headers["retry-after"] == "30"  # the client learns how long to wait
     assert upstream.stats.chat_requests == 1
+
+
+def stream_text(lines: list[str]) -> str:
+    text = ""
+    for line in lines:
+        if line.startswith("data: {"):
+            for choice in json.loads(line.removeprefix("data: "))["choices"]:
+                if choice["index"] == 0:
+                    text += choice["delta"].get("content") or ""
+    return text
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        {"fragment_bytes": 1},
+        {"fragment_bytes": 7},
+        {"close_delimited": True},
+        {"pad_bytes": 1_500_000},
+    ],
+    ids=["1-byte-writes", "7-byte-writes", "close-delimited", "1.5MB-samples"],
+)
+async def test_healthy_upstreams_with_wire_oddities(tmp_path: Path, wire: dict[str, int]) -> None:
+    async with fault_upstream(**wire) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"max_retries": 0})
+        async with proxy_client(config) as (client, service):
+            tier = ECONOMY if "pad_bytes" in wire else PREMIUM
+            task = await client.post("/v1/chat/completions", json=chat(), headers=tier)
+            passthrough = await client.post("/v1/chat/completions", json=chat(), headers=AUTH)
+            status, lines = await stream_lines(client, AUTH, chat(stream=True))
+            task_status, task_lines = await stream_lines(client, tier, chat(stream=True))
+            errors = service.metrics.render().decode()
+    expected_end = "The answer is \\boxed{42}."
+    assert task.status_code == 200, task.text[:300]
+    assert task.headers["x-iapo-samples"] in ("1/1", "8/8")
+    assert task.json()["choices"][0]["message"]["content"].endswith(expected_end)
+    assert passthrough.status_code == 200, passthrough.text[:300]
+    content = passthrough.json()["choices"][0]["message"]["content"]
+    assert content.endswith(expected_end)
+    assert len(content) >= wire.get("pad_bytes", 0)
+    assert (status, lines[-1]) == (200, "data: [DONE]")
+    assert stream_text(lines).endswith(expected_end)
+    assert (task_status, task_lines[-1]) == (200, "data: [DONE]")
+    assert stream_text(task_lines).endswith(expected_end)
+    # a healthy upstream's odd framing is not an upstream error
+    assert metric(errors, "iapo_upstream_errors_total", upstream="up", kind="server_error") in (
+        None,
+        0.0,
+    )
