@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.reliability.conftest import (
     AUTH,
     PROXY_KEY,
     TASK,
+    assert_openai_error,
     chat,
     fault_upstream,
     make_config,
@@ -366,10 +368,15 @@ async def test_every_answered_request_has_one_log_row(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.e2e
-async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
-    tmp_path: Path,
-) -> None:
+class StuckShutdown(NamedTuple):
+    code: int | None
+    outcome: httpx.Response | BaseException
+    disconnected: int
+    rows: list[tuple[str, int]]
+
+
+async def sigterm_with_a_stuck_call(tmp_path: Path) -> StuckShutdown:
+    """SIGTERM ``iapo serve`` (drain bound 1 s) while one upstream call hangs."""
     async with fault_upstream(script=("hang",), hang_s=60) as upstream:
         port = free_port()
         config = write_toml(tmp_path, upstream.base_url, port, drain_s=1)
@@ -385,21 +392,41 @@ async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
                 proc.send_signal(signal.SIGTERM)
                 # the drain bound (1 s) ends the wait, not the upstream's 120 s timeout
                 code = await asyncio.wait_for(proc.wait(), 15)
-                outcome = await asyncio.gather(stuck, return_exceptions=True)
+                outcome = (await asyncio.gather(stuck, return_exceptions=True))[0]
             assert await eventually(lambda: upstream.stats.in_flight == 0)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert code in (0, -signal.SIGTERM), log.read_text()
-    assert upstream.stats.disconnected == 1  # the stuck upstream call was closed
-    response = outcome[0]
-    if isinstance(response, httpx.Response):  # an answer, if any, is an honest error
-        assert response.status_code >= 500
     with sqlite3.connect(tmp_path / "requests.sqlite") as db:
         rows = db.execute("SELECT task, status FROM request_log").fetchall()
-    assert len(rows) == 1, rows  # the abandoned request is still accounted for
-    assert rows[0][1] >= 499
+    return StuckShutdown(code, outcome, upstream.stats.disconnected, rows)
+
+
+@pytest.mark.e2e
+async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
+    tmp_path: Path,
+) -> None:
+    result = await sigterm_with_a_stuck_call(tmp_path)
+    assert result.code in (0, -signal.SIGTERM)
+    assert result.disconnected == 1  # the stuck upstream call was closed
+    if isinstance(result.outcome, httpx.Response):  # an answer, if any, is an error
+        assert result.outcome.status_code >= 500
+    assert len(result.rows) == 1, result.rows  # the abandoned request is accounted for
+    assert result.rows[0][1] >= 499
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a request still running at the drain bound is cancelled by uvicorn, which "
+    "answers a plain-text 500; it should be a 503 in the OpenAI shape (retry elsewhere)",
+)
+@pytest.mark.e2e
+async def test_a_request_cut_off_by_shutdown_gets_an_honest_503(tmp_path: Path) -> None:
+    result = await sigterm_with_a_stuck_call(tmp_path)
+    assert isinstance(result.outcome, httpx.Response), result.outcome
+    assert_openai_error(result.outcome, 503)
+    assert result.rows == [("math", 503)]
 
 
 @pytest.mark.e2e
