@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_METHOD", "make_run", "optimize", "replay_task"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHOD = "psst-pooled"
+DEFAULT_METHOD = "sh-pooled"
 
 
 def replay_task(
