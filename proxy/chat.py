@@ -28,7 +28,8 @@ from proxy.request import ChatView, decode_chat, decode_passthrough, read_header
 from proxy.requestlog import RequestRecord
 from proxy.service import ProxyService
 from proxy.streaming import answer_events, error_event, keepalive_then
-from proxy.upstream import RawResponse, UpstreamStream, Usage
+from proxy.upstream import UpstreamStream
+from proxy.wire import RawResponse, Usage
 
 __all__ = ["ClientGone", "handle_chat"]
 

@@ -22,7 +22,8 @@ from typing import Any
 import msgspec
 
 from policies import ApiError, Extractor, vote_decided
-from proxy.upstream import Completion, UpstreamClient
+from proxy.upstream import UpstreamClient
+from proxy.wire import Completion
 
 __all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
 

@@ -34,16 +34,9 @@ from proxy.breaker import CircuitBreaker, CircuitOpen
 from proxy.config import RetryConfig
 from proxy.metrics import ERROR_KINDS, ProxyMetrics, status_class
 from proxy.transport import LeanTransport
+from proxy.wire import Completion, RawResponse
 
-__all__ = [
-    "Completion",
-    "CompletionChoice",
-    "RawResponse",
-    "UpstreamClient",
-    "UpstreamStream",
-    "Usage",
-    "error_kind",
-]
+__all__ = ["UpstreamClient", "UpstreamStream", "error_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,38 +44,6 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Headers of an upstream response a pass-through client may rely on.
 _FORWARD_HEADERS = ("content-type", "retry-after", "x-request-id", "x-should-retry")
 _FORWARD_PREFIXES = ("openai-", "x-ratelimit-")
-
-
-class Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class CompletionChoice(msgspec.Struct, frozen=True):
-    index: int = 0
-    message: dict[str, Any] | None = None
-    finish_reason: str | None = None
-
-    @property
-    def text(self) -> str:
-        content = (self.message or {}).get("content")
-        return content if isinstance(content, str) else ""
-
-
-class Completion(msgspec.Struct, frozen=True):
-    """The parts of an upstream chat completion the proxy uses."""
-
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-    model: str = ""
-
-
-class RawResponse(msgspec.Struct, frozen=True):
-    """An upstream response kept as bytes, for faithful pass-through."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 _decode_completion = msgspec.json.Decoder(Completion).decode
