@@ -11,6 +11,7 @@ __all__ = [
     "completion_body",
     "error_body",
     "message_texts",
+    "reward_body",
     "sample_text",
     "stream_events",
     "token_count",
@@ -129,3 +130,11 @@ def stream_events(
         events.append(event([], usage))
     events.append(b"data: [DONE]\n\n")
     return events
+
+
+def reward_body(candidates: list[str], objectives: list[str], best: str) -> dict[str, Any]:
+    """An iapo reward v1 answer: every objective scores 1.0 for a candidate concluding
+    ``best`` (``\\boxed{best}``), else 0.0, so tests know which candidate must win."""
+    mark = f"\\boxed{{{best}}}"
+    scores = [[1.0 if mark in text else 0.0 for _ in objectives] for text in candidates]
+    return {"objectives": objectives, "scores": scores}

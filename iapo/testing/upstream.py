@@ -1,9 +1,10 @@
 """A fault-injecting OpenAI-compatible upstream on a loopback socket.
 
-It answers ``POST /v1/chat/completions`` (JSON and SSE streaming, ``n`` choices, usage)
-and ``GET /v1/models``, and misbehaves as its :class:`FaultPlan` says: latency spikes,
-hangs, 429 with ``retry-after``, 500/502/503, TCP resets, malformed JSON, truncated and
-stalled streams, ignoring ``n`` or returning fewer choices. It counts what it received
+It answers ``POST /v1/chat/completions`` (JSON and SSE streaming, ``n`` choices, usage),
+``GET /v1/models`` and ``POST .../reward`` (the iapo reward v1 contract, for Best-of-N),
+and misbehaves as its :class:`FaultPlan` says: latency spikes, hangs, 429 with
+``retry-after``, 500/502/503, TCP resets, malformed JSON, truncated and stalled streams,
+ignoring ``n`` or returning fewer choices. It counts what it received
 and served, so a test can assert retries and cancellations::
 
     async with FaultUpstream(FaultPlan(script=("503", "ok"))) as upstream:
@@ -30,6 +31,7 @@ from iapo.testing._openai import (
     completion_body,
     error_body,
     message_texts,
+    reward_body,
     sample_text,
     stream_events,
     token_count,
@@ -78,6 +80,7 @@ class FaultStats:
     connections: int = 0
     requests: int = 0
     chat_requests: int = 0
+    reward_requests: int = 0
     bad_requests: int = 0
     completed: int = 0
     disconnected: int = 0
@@ -207,6 +210,8 @@ class FaultUpstream:
                 self.stats.in_flight -= 1
                 if self.stats.in_flight == 0:
                     self._idle.set()
+        if request.method == "POST" and path.endswith("/reward"):
+            return await self._reward(conn, request)
         return await conn.respond(404, error_body(404, f"no route {request.method} {path}"))
 
     def _choose_fault(self, request: Request, texts: list[str]) -> FaultKind:
@@ -260,26 +265,9 @@ class FaultUpstream:
         if self._observer is not None:
             self._observer(received)
 
-        delay = plan.latency_ms + float(self._rng.uniform(0, plan.jitter_ms))
-        if fault == "spike":
-            delay += plan.spike_ms
-        if delay > 0 and await conn.wait_peer_closed(delay / 1000):
-            self.stats.disconnected += 1
-            return False
-
-        if fault == "hang":
-            await conn.wait_peer_closed(plan.hang_s)
-            self.stats.disconnected += 1
-            return False
-        if fault in ("429", "500", "502", "503"):
-            status = int(fault)
-            headers = {"retry-after": f"{plan.retry_after_s:g}"} if status == 429 else {}
-            sent = await conn.respond(status, error_body(status, f"injected {status}"), headers)
-            self._count_end(sent, 0)
-            return sent
-        if fault == "reset":
-            conn.reset()
-            return False
+        ended = await self._prelude(conn, fault)
+        if ended is not None:
+            return ended
 
         self._served_ids += 1
         request_id = f"chatcmpl-fault-{self._served_ids}"
@@ -293,6 +281,60 @@ class FaultUpstream:
             events = stream_events(request_id, model, answers, prompt_tokens, include_usage)
             return await self._stream(conn, fault, events, choices)
         full = msgspec.json.encode(completion_body(request_id, model, answers, prompt_tokens))
+        return await self._send_json(conn, fault, full, choices)
+
+    async def _reward(self, conn: Connection, request: Request) -> bool:
+        """The iapo reward v1 contract (``policies.reward``), under the same fault plan:
+        reward calls draw their faults from the same script and mix as chat calls."""
+        self.stats.reward_requests += 1
+        try:
+            body = msgspec.json.decode(request.body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            body = None
+        candidates = body.get("candidates") if isinstance(body, dict) else None
+        objectives = body.get("objectives") if isinstance(body, dict) else None
+        if not isinstance(candidates, list) or not isinstance(objectives, list):
+            self.stats.bad_requests += 1
+            return await conn.respond(400, error_body(400, "body must be a reward request"))
+        assert isinstance(body, dict)
+        fault = self._choose_fault(request, message_texts(body.get("messages")))
+        self.stats.faults[fault] += 1
+        ended = await self._prelude(conn, fault)
+        if ended is not None:
+            return ended
+        texts = [c if isinstance(c, str) else "" for c in candidates]
+        answer = reward_body(texts, [str(o) for o in objectives], self._plan.answers[0])
+        return await self._send_json(conn, fault, msgspec.json.encode(answer), 0)
+
+    async def _prelude(self, conn: Connection, fault: FaultKind) -> bool | None:
+        """Latency, then the faults that need no answer body; None: go on and answer."""
+        plan = self._plan
+        delay = plan.latency_ms + float(self._rng.uniform(0, plan.jitter_ms))
+        if fault == "spike":
+            delay += plan.spike_ms
+        if delay > 0 and await conn.wait_peer_closed(delay / 1000):
+            self.stats.disconnected += 1
+            return False
+        if fault == "hang":
+            await conn.wait_peer_closed(plan.hang_s)
+            self.stats.disconnected += 1
+            return False
+        if fault in ("429", "500", "502", "503"):
+            status = int(fault)
+            headers = {"retry-after": f"{plan.retry_after_s:g}"} if status == 429 else {}
+            sent = await conn.respond(status, error_body(status, f"injected {status}"), headers)
+            self._count_end(sent, 0)
+            return sent
+        if fault == "reset":
+            conn.reset()
+            return False
+        return None
+
+    async def _send_json(
+        self, conn: Connection, fault: FaultKind, full: bytes, choices: int
+    ) -> bool:
+        """A 200 JSON answer, malformed, truncated or stalled as ``fault`` says."""
+        plan = self._plan
         if fault == "malformed":
             sent = await conn.respond(200, full[: len(full) // 2] + b"}}not json")
             self._count_end(sent, 0)

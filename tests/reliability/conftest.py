@@ -25,7 +25,16 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from iapo.testing import FaultUpstream
-from policies import BudgetSpent, ExtractorSpec, Policy, PromptCandidate, TierPolicy, save_policy
+from policies import (
+    BudgetSpent,
+    ExtractorSpec,
+    Policy,
+    PromptCandidate,
+    RewardSpec,
+    Strategy,
+    TierPolicy,
+    save_policy,
+)
 from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
 from proxy.service import ProxyService
@@ -38,16 +47,24 @@ SYSTEM_PROMPT = "Think step by step and put the final answer in \\boxed{}."
 SAMPLE_TOKENS = 10
 
 
-def make_policy(ns: dict[str, int] | None = None, *, prompt_id: str = "boxed") -> Policy:
-    """Tiers economy/standard/premium at N 1/4/8 unless told otherwise."""
+def make_policy(
+    ns: dict[str, int] | None = None,
+    *,
+    prompt_id: str = "boxed",
+    reward: RewardSpec | None = None,
+) -> Policy:
+    """Tiers economy/standard/premium at N 1/4/8 unless told otherwise; majority vote,
+    or Best-of-N scored by ``reward`` when one is given."""
     ns = ns or {"economy": 1, "standard": 4, "premium": 8}
     prompt = PromptCandidate(prompt_id, SYSTEM_PROMPT)
+    strategy: Strategy = "majority" if reward is None else "best_of_n"
     return Policy(
         task="math",
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         budget=BudgetSpent(100, 100),
-        tiers={name: TierPolicy(prompt, n, "majority", 0.5, (0.4, 0.6)) for name, n in ns.items()},
+        tiers={name: TierPolicy(prompt, n, strategy, 0.5, (0.4, 0.6)) for name, n in ns.items()},
         extractor=ExtractorSpec(kind="boxed"),
+        reward=reward,
     )
 
 
