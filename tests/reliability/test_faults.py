@@ -178,6 +178,8 @@ async def test_broken_passthrough_stream_ends_with_an_error_event(
     if fault != "malformed":
         last = json.loads(lines[-1].removeprefix("data: "))
         assert set(last["error"]) == {"message", "type", "param", "code"}
+    # bytes of the stream reached the client: retrying would duplicate them, so no retry
+    assert upstream.stats.chat_requests == 1
 
 
 async def test_failed_task_stream_ends_with_an_error_event(tmp_path: Path) -> None:
