@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
-from policies import ApiError, UnknownTask
+from policies import ApiError, UnknownTask, UpstreamUnavailable
 from proxy.completions import TaskCall
 from proxy.errors import api_error_response
 from proxy.metrics import PASSTHROUGH, status_class
@@ -44,12 +44,31 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
+class ShuttingDown(UpstreamUnavailable):
+    """The server stopped this request at its drain bound; another replica can serve it."""
+
+    default_code = "shutting_down"
+
+
 async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
-    """Await ``work`` unless the client disconnects first; then cancel it and raise ClientGone."""
+    """Await ``work`` unless the client disconnects first; then cancel it and raise ClientGone.
+
+    If the server cancels the request itself (uvicorn does when the drain bound passes
+    at shutdown), the client gets an honest 503 instead of the server's plain-text 500.
+    """
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(request.receive())
     try:
-        done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            raise ShuttingDown(
+                "the proxy is shutting down and could not finish this request in time; retry it",
+                retry_after=1,
+            ) from None
         if task in done:
             return task.result()
         if watch.result().get("type") != "http.disconnect":

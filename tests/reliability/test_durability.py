@@ -416,11 +416,6 @@ async def test_sigterm_with_a_stuck_upstream_call_is_bounded_and_still_logged(
     assert result.rows[0][1] >= 499
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request still running at the drain bound is cancelled by uvicorn, which "
-    "answers a plain-text 500; it should be a 503 in the OpenAI shape (retry elsewhere)",
-)
 @pytest.mark.e2e
 async def test_a_request_cut_off_by_shutdown_gets_an_honest_503(tmp_path: Path) -> None:
     result = await sigterm_with_a_stuck_call(tmp_path)
