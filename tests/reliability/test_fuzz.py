@@ -241,3 +241,63 @@ def test_bad_headers(fuzz_proxy: Proxy, extra: dict[str, bytes]) -> None:
 @given(path=st.text(min_size=1, max_size=40), raw=st.binary(max_size=64))
 def test_unknown_paths(fuzz_proxy: Proxy, path: str, raw: bytes) -> None:
     check(fuzz_proxy.send(raw, AUTH, path="/" + quote(path.lstrip("/"), safe="/")))
+
+
+strict_json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+text_part = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=40)})
+valid_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["user", "system", "developer", "assistant"]),
+        "content": st.text(max_size=80) | st.lists(text_part, min_size=1, max_size=3),
+    },
+    optional={"name": st.from_regex(r"[a-zA-Z0-9_-]{1,20}", fullmatch=True)},
+)
+valid_chat = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["fault-model", "anything"]),
+        "messages": st.lists(valid_message, min_size=1, max_size=4).map(
+            lambda ms: [*ms, {"role": "user", "content": "And the answer?"}]
+        ),
+    },
+    optional={
+        "n": st.integers(1, 8),
+        "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1),
+        "max_tokens": st.integers(1, 4096),
+        "seed": st.integers(0, 2**31),
+        "stream": st.booleans(),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+        "user": st.text(max_size=20),
+        "metadata": st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+        "some_future_field": strict_json_value,
+    },
+)
+tier = st.sampled_from(["economy", "standard", "premium"])
+
+
+@FUZZ
+@given(body=valid_chat, route=st.sampled_from(["passthrough", "task"]), tier_name=tier)
+def test_valid_requests_are_answered(
+    fuzz_proxy: Proxy, body: dict[str, Any], route: str, tier_name: str
+) -> None:
+    headers = dict(AUTH)
+    if route == "task":
+        headers |= {"x-iapo-task": "math", "x-iapo-tier": tier_name}
+    response = fuzz_proxy.send(encode(body), headers)
+    assert response.status_code == 200, (response.status_code, response.text[:500])
+    if body.get("stream") is True:
+        assert response.text.rstrip().endswith("data: [DONE]")
+    else:
+        choices = response.json()["choices"]
+        wanted = body.get("n", 1) if route == "passthrough" else 1  # distinct answers
+        assert len(choices) >= wanted
