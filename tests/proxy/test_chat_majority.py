@@ -122,3 +122,27 @@ async def test_template_prompt_wraps_the_question(tmp_path: Path) -> None:
         {"role": "system", "content": "be nice"},
         {"role": "user", "content": "Q: 2+2?\nThink, then answer."},
     ]
+
+
+async def test_streamed_task_without_usage_and_a_failed_stream_ends_in_an_error(
+    tmp_path: Path,
+) -> None:
+    upstream = ScriptedUpstream(ANSWERS)
+    async with running_proxy(make_config(tmp_path), upstream) as (client, _):
+        ok = await client.post(
+            "/v1/chat/completions", json=chat_body(stream=True), headers={"X-IAPO-Task": "math"}
+        )
+        upstream.always_fail = 502
+        failed = await client.post(
+            "/v1/chat/completions", json=chat_body(stream=True), headers={"X-IAPO-Task": "math"}
+        )
+    assert ok.headers["content-type"].startswith("text/event-stream")
+    assert ok.headers["x-iapo-tier"] == "standard"
+    assert ok.text.endswith("data: [DONE]\n\n")
+    assert '"usage"' not in ok.text  # include_usage was not asked for
+    assert '"content":"So it is 12."' in ok.text
+    assert failed.status_code == 200  # the stream had started: the error is its last event
+    assert "[DONE]" not in failed.text
+    last = failed.text.strip().splitlines()[-1]
+    assert last.startswith('data: {"error":')
+    assert '"code":"upstream_error"' in last
