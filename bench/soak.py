@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from policies import (
     BudgetSpent,
@@ -269,6 +270,25 @@ def log_rows(path: Path) -> dict[str, int]:
     return {str(task): int(count) for task, count in rows}
 
 
+def scrape(base: str) -> dict[str, dict[str, float]]:
+    """What the proxy itself counted: upstream errors by kind, requests by status class,
+    circuit state (``/metrics`` is open in the soak config)."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    wanted = {
+        "iapo_upstream_errors_total": "kind",
+        "iapo_requests_total": "status_class",
+        "iapo_circuit_state": "upstream",
+    }
+    out: dict[str, dict[str, float]] = {name: {} for name in wanted}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = wanted.get(sample.name)
+            if label is not None:
+                key = sample.labels.get(label, "")
+                out[sample.name][key] = out[sample.name].get(key, 0.0) + sample.value
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -388,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes, rss = asyncio.run(
                 drive(base + "/v1", key, proxy.pid, args.minutes, args.concurrency, args.seed)
             )
+            proxy_metrics = scrape(base)
             proxy.send_signal(signal.SIGTERM)
             proxy_exit = proxy.wait(timeout=60)
         finally:
@@ -401,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         calls = [json.loads(line) for line in calls_log.read_text().splitlines() if line]
         report = summarise(outcomes, rss, calls, log_rows(workdir / "requests.sqlite"), warmup)
         report["proxy_exit_code"] = proxy_exit
+        report["proxy_metrics"] = proxy_metrics
         report["config"] = {k: str(v) for k, v in vars(args).items()}
 
     rss_samples = report.pop("rss_samples")
