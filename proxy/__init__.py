@@ -5,6 +5,15 @@
 
 ``iapo serve`` runs it (``proxy.server.serve``); ``proxy.server.ServerThread`` serves it
 on a background thread (tests, ``iapo demo``).
+
+Modules, outside in: ``app`` (routes, lifespan) → ``chat`` (the endpoint: routing,
+pass-through, streaming, disconnects) → ``completions`` (one task request: tier, caps,
+aggregation, accounting) → ``sampling`` (waves, early stop, top-ups, cancellation) →
+``upstream`` (the httpx seam: breaker, semaphore, deadline, retries, error mapping) →
+``transport`` (LeanTransport). Beside them: ``config``, ``service`` (lifecycle),
+``tasks`` (policies and hot reload), ``request`` (body and header validation),
+``reward`` (iapo contract, vLLM adapter), ``streaming`` (SSE), ``requestlog``,
+``metrics``, ``auth``, ``breaker``, ``errors``, ``wire``, ``server``.
 """
 
 from __future__ import annotations
