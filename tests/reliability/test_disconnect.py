@@ -70,8 +70,17 @@ async def no_new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]
     """Tasks created since ``before`` that are still alive after a bounded wait."""
     me = asyncio.current_task()
 
+    def ours(task: asyncio.Task[Any]) -> bool:
+        # the fault upstream's own tasks (an idle keep-alive connection) are not the proxy's
+        code = getattr(task.get_coro(), "cr_code", None)
+        return code is not None and "/iapo/testing/" in code.co_filename
+
     def leftover() -> set[asyncio.Task[Any]]:
-        return {t for t in asyncio.all_tasks() if t not in before and t is not me and not t.done()}
+        return {
+            t
+            for t in asyncio.all_tasks()
+            if t not in before and t is not me and not t.done() and not ours(t)
+        }
 
     await eventually(lambda: not leftover())
     return leftover()
@@ -146,3 +155,22 @@ async def test_stalled_passthrough_stream_disconnect(tmp_path: Path) -> None:
             assert await eventually(lambda: service.in_flight == 0)
     assert upstream.stats.disconnected == 1
     assert not leftover, [t.get_name() for t in leftover]
+
+
+async def test_disconnect_during_a_retry_backoff_stops_the_retries(tmp_path: Path) -> None:
+    # 429 with retry-after 1 s: the proxy waits before retrying; the client leaves first.
+    async with fault_upstream(error_rates={429: 1.0}, retry_after_s=1) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"max_retries": 3})
+        async with uvicorn_proxy(config) as (url, service):
+            before = set(asyncio.all_tasks())
+            await hang_up(
+                url,
+                {**TASK, "x-iapo-tier": "economy"},
+                chat(),
+                lambda: upstream.stats.completed == 1,
+            )
+            leftover = await no_new_tasks(before)
+            assert await eventually(lambda: service.in_flight == 0)
+            await asyncio.sleep(1.5)  # past the retry-after: a leftover retry would show now
+    assert not leftover, [t.get_name() for t in leftover]
+    assert upstream.stats.chat_requests == 1
