@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -87,10 +88,19 @@ def all_failed(errors: list[ApiError], drawn: int) -> ApiError:
     unavailable = [e for e in errors if isinstance(e, UpstreamUnavailable)]
     if unavailable:
         waits = [e.retry_after for e in unavailable if e.retry_after is not None]
-        return UpstreamUnavailable(message, retry_after=max(waits) if waits else None)
+        return UpstreamUnavailable(
+            message, retry_after=max(waits) if waits else None, code=_shared_code(unavailable)
+        )
     if errors and all(isinstance(e, UpstreamTimeout) for e in errors):
         return UpstreamTimeout(message)
-    return UpstreamError(message)
+    return UpstreamError(message, code=_shared_code(errors))
+
+
+def _shared_code(errors: Sequence[ApiError]) -> str | None:
+    """The code every error has (``circuit_open``, ``bad_response``), kept so clients and
+    the request log can tell an open circuit from a failing upstream; else None."""
+    codes = {e.code for e in errors}
+    return codes.pop() if len(codes) == 1 else None
 
 
 class TaskCall:

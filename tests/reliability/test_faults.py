@@ -76,7 +76,8 @@ async def test_malformed_json_is_a_502_bad_response(tmp_path: Path) -> None:
         async with proxy_client(config) as (client, service):
             response = await client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
             text = service.metrics.render().decode()
-    assert_openai_error(response, 502)
+    error = assert_openai_error(response, 502)
+    assert error["code"] == "bad_response"  # not a generic upstream_error
     assert metric(text, "iapo_upstream_errors_total", upstream="up", kind="bad_response") >= 1
 
 
@@ -218,6 +219,7 @@ async def test_breaker_opens_fails_fast_then_half_opens(tmp_path: Path) -> None:
             )
     assert statuses == [502, 502, 503]
     assert "circuit is open" in error["message"]
+    assert error["code"] == "circuit_open"  # clients and the log can tell it apart
     assert calls_while_open == 2  # the third request never reached the upstream
     assert open_state == 2
     assert probe.status_code == 200
