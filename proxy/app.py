@@ -88,6 +88,7 @@ def create_app(
     async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         if not auth.open_metrics:
             service.keys.check(request.headers.get("authorization"))
+        service.refresh_circuits()
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     @get("/healthz")

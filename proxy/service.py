@@ -196,6 +196,17 @@ class ProxyService:
             scorer = self._scorers[spec] = RewardScorer(spec, client)
         return scorer
 
+    def refresh_circuits(self) -> None:
+        """Let open circuits whose cool-down has passed show as half-open.
+
+        A breaker moves on only when a call asks it; without traffic the
+        ``iapo_circuit_state`` gauge would say "open" long after the cool-down (and an
+        alert on it would fire for an idle proxy). ``/metrics`` calls this first.
+        """
+        clients = [*self.upstreams.values(), *(s.client for s in self._scorers.values())]
+        for client in clients:
+            _ = client.breaker.state  # reading the state applies a due transition
+
     def passthrough_upstream(self, model: str | None) -> UpstreamClient:
         """Where a request for no task goes: the upstream serving ``model``, else the default."""
         name = self._by_model.get(model) if model is not None else None

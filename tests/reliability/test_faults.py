@@ -213,6 +213,9 @@ async def test_breaker_opens_fails_fast_then_half_opens(tmp_path: Path) -> None:
             )
             calls_while_open = upstream.stats.chat_requests
             await asyncio.sleep(0.4)  # the cool-down passes; the next call is the probe
+            # with no traffic, the gauge still moves on to half-open when scraped
+            scraped = (await client.get("/metrics", headers=AUTH)).text
+            idle_state = metric(scraped, "iapo_circuit_state", upstream="up")
             probe = await client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
             closed_state = metric(
                 service.metrics.render().decode(), "iapo_circuit_state", upstream="up"
@@ -222,6 +225,7 @@ async def test_breaker_opens_fails_fast_then_half_opens(tmp_path: Path) -> None:
     assert error["code"] == "circuit_open"  # clients and the log can tell it apart
     assert calls_while_open == 2  # the third request never reached the upstream
     assert open_state == 2
+    assert idle_state == 1
     assert probe.status_code == 200
     assert closed_state == 0
 
