@@ -239,3 +239,33 @@ def test_cli_serves_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
     assert stats["chat_requests"] == 1
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert calls == [{"i": 0, "fault": "ok", "n": 3, "choices": 3, "stream": False, "tag": "r-7"}]
+
+
+async def post_to(upstream: FaultUpstream, path: str, body: object) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=upstream.base_url, timeout=5) as client:
+        return await client.post(path, json=body)
+
+
+async def test_reward_contract_scores_the_best_answer_and_takes_faults() -> None:
+    request = {
+        "candidates": ["so \\boxed{42}.", "so \\boxed{7}."],
+        "objectives": ["quality", "safety"],
+        "messages": [{"role": "user", "content": "q"}],
+    }
+    async with FaultUpstream(FaultPlan(script=("ok", "503"))) as upstream:
+        ok = await post_to(upstream, "/reward", request)
+        failed = await post_to(upstream, "/reward", request)
+        bad = await post_to(upstream, "/reward", {"candidates": "x"})
+    assert ok.json() == {"objectives": ["quality", "safety"], "scores": [[1.0, 1.0], [0.0, 0.0]]}
+    assert failed.status_code == 503
+    assert bad.status_code == 400
+    assert upstream.stats.reward_requests == 3
+
+
+async def test_close_delimited_and_fragmented_answers_parse() -> None:
+    plan = FaultPlan(close_delimited=True, fragment_bytes=3, pad_bytes=1000)
+    async with FaultUpstream(plan) as upstream:
+        response = await post(upstream, CHAT)
+    assert "content-length" not in response.headers
+    assert response.headers["connection"] == "close"
+    assert len(response.json()["choices"][0]["message"]["content"]) > 1000
