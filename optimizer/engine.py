@@ -184,12 +184,16 @@ class Run:
         cost = np.nan_to_num(estimate.cost_per_sample, nan=0.0)
         return filled - self.cost_weights[:, None, None] * cost[None, :, None] * (k + 1)
 
-    def halve(self, active: Mask, *, by_prompt: bool = False) -> Mask:
+    def halve(
+        self, active: Mask, *, by_prompt: bool = False, keep: Callable[[int], int] | None = None
+    ) -> Mask:
         """Each tier keeps the better ⌈n/2⌉ of its active arms (random tie-breaking).
 
         ``by_prompt``: halve the tier's prompts instead, a prompt valued by its best
-        active arm and kept or dropped with all its arms.
+        active arm and kept or dropped with all its arms. ``keep(n)``: how many of n
+        to keep instead of ⌈n/2⌉.
         """
+        kept_of = keep or (lambda n: math.ceil(n / 2))
         values = self.ranking(self.estimator.estimate())
         out = np.zeros_like(active)
         for t in range(active.shape[0]):
@@ -197,7 +201,7 @@ class Run:
                 prompts = np.flatnonzero(active[t].any(axis=1))
                 best = np.where(active[t], values[t], -np.inf).max(axis=1)[prompts]
                 order = np.lexsort((self.rng.random(prompts.size), -best))
-                kept = prompts[order[: math.ceil(prompts.size / 2)]]
+                kept = prompts[order[: max(1, kept_of(prompts.size))]]
                 out[t, kept] = active[t, kept]
                 continue
             arms = np.flatnonzero(active[t])
@@ -206,7 +210,7 @@ class Run:
                 continue
             v = values[t].ravel()[arms]
             order = np.lexsort((self.rng.random(arms.size), -v))
-            out[t].flat[arms[order[: math.ceil(arms.size / 2)]]] = True
+            out[t].flat[arms[order[: max(1, kept_of(arms.size))]]] = True
         return out
 
     def select(self, active: Mask) -> list[tuple[int, int]]:

@@ -13,6 +13,9 @@ beforehand what it will do.
   dropped with all its N, valued by its best N), pooled estimator. On MATH it matches
   ``psst-pooled``; on tables where prompts differ a lot it is more robust, because a
   prompt's arms are not cut one by one on early, noisy rounds;
+- ``sh-screen``: a screening round (20-30% of the budget, pulls of 2 samples of every
+  prompt on shared queries) keeps each tier's best quarter of the prompts, then
+  ``sh-pooled`` over those (:mod:`optimizer.screening`);
 - ``uniform-pooled``: every prompt on the same queries, pooled estimator, no halving;
 - ``warmup`` / ``warmup-pooled``: a share ρ of the budget on N=1 over all prompts, keep
   each tier's top K prompts, PSST on their arms (``warmup`` discards the warm-up
@@ -32,6 +35,7 @@ import numpy as np
 
 from optimizer.engine import Mask, Run
 from optimizer.plan import PhasePlan, Plan, halving_schedule, rounds_for, shares
+from optimizer.screening import SCREEN_PULL, screen_and_halve, screen_budget, screened
 
 __all__ = ["METHODS", "MethodSpec", "plan_method", "run_method"]
 
@@ -50,6 +54,7 @@ METHODS: dict[str, MethodSpec] = {
     "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled empirical-Bayes estimator"),
     "psst-urn": MethodSpec("pooled-urn", True, "PSST halving, pooled U-statistic + Pólya urn"),
     "sh-pooled": MethodSpec("pooled", True, "halving over prompts per tier, pooled estimator"),
+    "sh-screen": MethodSpec("pooled", True, "wide screening round, then sh-pooled on the best"),
     "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
     "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
     "uniform-pooled": MethodSpec("pooled", True, "all prompts on the same queries, pooled"),
@@ -71,6 +76,14 @@ MAX_PULL = 8
 
 def _pooled_cap(share: int, prompts: int) -> int | None:
     return max(1, min(MAX_PULL, share // max(prompts * MIN_QUERIES, 1)))
+
+
+def _screen_pulls(first: int, prompts: int, pull: int) -> tuple[int, int, int]:
+    """The screening round's pulls as :func:`~optimizer.plan.allocate` will draw them."""
+    per_prompt = first // max(prompts * pull, 1)
+    if per_prompt > 0:
+        return (prompts, per_prompt, pull)
+    return (prompts, 1, first // prompts) if first >= prompts else (first, 1, 1)
 
 
 def _arm_counts(mask: Mask) -> tuple[int, ...]:
@@ -131,6 +144,27 @@ def plan_method(
     elif method == "sh-pooled":
         counts = (prompts,) * len(run.tiers)
         halving_phase("halving over prompts", counts, budget, k_max, prompts, cap=_pooled_cap)
+    elif method == "sh-screen":
+        pull = min(SCREEN_PULL, k_max)
+        first = screen_budget(budget, prompts, pull)
+        phases.append(
+            PhasePlan(
+                f"screening at N={pull}",
+                first,
+                ((prompts,) * len(run.tiers),),
+                (first,),
+                _screen_pulls(first, prompts, pull),
+            )
+        )
+        kept = screened(prompts)
+        halving_phase(
+            f"halving over each tier's best {kept}",
+            (kept,) * len(run.tiers),
+            budget - first,
+            k_max,
+            min(prompts, kept * len(run.tiers)),
+            cap=_pooled_cap,
+        )
     elif method in ("warmup", "warmup-pooled"):
         warm = math.floor(warmup_share * budget)
         phases.append(
@@ -182,6 +216,7 @@ async def run_method(
         "sh-pooled": lambda: run.halving(
             run.all_arms(), run.remaining, by_prompt=True, pull_cap=_pooled_cap
         ),
+        "sh-screen": lambda: screen_and_halve(run, _pooled_cap),
         "warmup": lambda: _warmup(run, warmup_share, top_k, keep=False),
         "warmup-pooled": lambda: _warmup(run, warmup_share, top_k, keep=True),
         "prompt-only": lambda: _prompt_only(run, run.remaining),
