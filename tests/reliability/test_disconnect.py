@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.reliability.conftest import (
@@ -174,3 +175,69 @@ async def test_disconnect_during_a_retry_backoff_stops_the_retries(tmp_path: Pat
             await asyncio.sleep(1.5)  # past the retry-after: a leftover retry would show now
     assert not leftover, [t.get_name() for t in leftover]
     assert upstream.stats.chat_requests == 1
+
+
+async def test_random_disconnects_leave_nothing_behind_and_log_every_request(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    plan = {"latency_ms": 40, "jitter_ms": 80, "chunk_delay_ms": 5, **FAULTS}
+    async with fault_upstream(**plan, hang_s=30) as upstream:
+        config = make_config(tmp_path, upstream.base_url, upstream={"timeout_s": 1})
+        async with uvicorn_proxy(config) as (url, service):
+            before = set(asyncio.all_tasks())
+            sent = 0
+            entered = count_entries(service)
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                for _ in range(12):
+                    batch = []
+                    for _ in range(4):
+                        headers = dict(AUTH)
+                        if rng.random() < 0.6:
+                            tier = ("economy", "standard", "premium")[int(rng.integers(3))]
+                            headers |= {"x-iapo-task": "math", "x-iapo-tier": tier}
+                        body = chat(stream=bool(rng.random() < 0.5))
+                        batch.append(asyncio.create_task(send(client, headers, body)))
+                    sent += len(batch)
+                    await asyncio.sleep(float(rng.uniform(0, 0.15)))
+                    for task in batch:
+                        if rng.random() < 0.5:
+                            task.cancel()  # the client hangs up, whatever stage it is at
+                    await asyncio.gather(*batch, return_exceptions=True)
+            assert await eventually(lambda: service.in_flight == 0), f"seed={seed}"
+            assert await eventually(lambda: upstream.stats.in_flight == 0), f"seed={seed}"
+            leftover = await no_new_tasks(before)
+        rows = log_rows(tmp_path)
+    assert not leftover, (seed, [t.get_name() for t in leftover])
+    # every request the proxy took on is logged exactly once (a client that hung up before
+    # its request was read was never the proxy's)
+    assert len(rows) == entered[0] <= sent, f"seed={seed}: {len(rows)} rows, {entered[0]} taken on"
+    for row in rows:
+        assert row["samples_used"] + row["samples_failed"] + row["samples_cancelled"] >= 0
+        if row["task"] == "math":
+            assert row["samples_used"] <= row["samples_launched"], (seed, row)
+
+
+def count_entries(service: Any) -> list[int]:
+    """Count the requests the proxy takes on (``ProxyService.enter``)."""
+    entered = [0]
+    enter = service.enter
+
+    def counting() -> None:
+        entered[0] += 1
+        enter()
+
+    service.enter = counting
+    return entered
+
+
+FAULTS = {"error_rates": {503: 0.05, 500: 0.05}, "reset_prob": 0.05, "hang_prob": 0.05}
+
+
+async def send(client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> None:
+    if body.get("stream"):
+        async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+            async for _ in r.aiter_raw():
+                pass
+    else:
+        await client.post("/v1/chat/completions", json=body, headers=headers)
