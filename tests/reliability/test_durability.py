@@ -71,7 +71,7 @@ price_per_1k_completion_tokens = 2.0
 
 [request_log]
 path = "requests.sqlite"
-flush_interval_s = 5.0
+flush_interval_s = 2.0
 
 [[tasks]]
 name = "math"
