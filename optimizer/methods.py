@@ -15,7 +15,8 @@ beforehand what it will do.
   prompt's arms are not cut one by one on early, noisy rounds;
 - ``sh-screen``: a screening round (20-30% of the budget, pulls of 2 samples of every
   prompt on shared queries) keeps each tier's best quarter of the prompts, then
-  ``sh-pooled`` over those (:mod:`optimizer.screening`);
+  ``sh-pooled`` over those (:mod:`optimizer.screening`); ahead of ``sh-pooled`` on
+  MATH at B=10000, behind it at B ≤ 1000;
 - ``uniform-pooled``: every prompt on the same queries, pooled estimator, no halving;
 - ``warmup`` / ``warmup-pooled``: a share ρ of the budget on N=1 over all prompts, keep
   each tier's top K prompts, PSST on their arms (``warmup`` discards the warm-up

@@ -12,6 +12,13 @@ shared queries per contender).
 A prompt is ranked in each tier by its best-N utility, as in ``sh-pooled``: the
 screening pulls are small but the pooled estimator infers larger N from each query's
 answers, so a prompt that only wins at large N is not screened out for losing at N=1.
+Still, two samples per query say little about how concentrated a prompt's wrong
+answers are; a late bloomer barely better than the field at N=1 is screened out more
+often than halving drops it.
+
+On MATH (``bench/optimizer.py``, fresh seeds 100-199) it gets 97.4 / 98.0 / 98.9 /
+99.5% at B = 500 / 1000 / 3000 / 10000, against 98.0 / 98.3 / 98.9 / 99.2% for
+``sh-pooled``: better with a large budget, worse with a small one, so not the default.
 """
 
 from __future__ import annotations

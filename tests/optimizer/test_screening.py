@@ -7,6 +7,8 @@ from optimizer.exact import majority_accuracy
 from optimizer.screening import screen_budget, screened
 from policies.tiers import Tier
 
+from .conftest import random_table
+
 TIERS = (Tier("economy", cost_weight=1.0), Tier("premium", cost_weight=0.0))
 
 
@@ -82,3 +84,20 @@ def test_plan_describes_the_screening_round() -> None:
     assert screen.first_pulls == (12, 8, 2)
     assert halving.arms[0] == (3, 3)
     assert len(halving.shares) == 2
+
+
+async def test_screening_spends_exactly_its_budget_on_small_tables(seed: int) -> None:
+    # The property test over every method samples sh-screen among others; here its
+    # edge cases on purpose: budgets below one screening pull per prompt, one prompt,
+    # N_max 1, tier caps.
+    rng = np.random.default_rng(seed)
+    tiers = (Tier("a", cost_weight=1.0), Tier("b", max_n=3))
+    for prompts, n_max, budget in [(1, 4, 7), (6, 1, 5), (6, 12, 3), (5, 8, 37), (3, 12, 400)]:
+        table = random_table(rng, prompts, 8, 3)
+        task = replay_task(table, tiers=tiers, n_max=n_max)
+        sampler = ReplaySampler(table, rng)
+        run = make_run(task, sampler, budget, rng, method="sh-screen")
+        assert run[1].samples == budget
+        result = await optimize(task, sampler, budget, rng, method="sh-screen", run=run)
+        assert sampler.samples_drawn == result.spent == budget, (prompts, n_max, budget)
+        assert result.policy.tiers["b"].n <= 3
