@@ -56,6 +56,7 @@ from policies.store import (
     SqlitePolicyStore,
     StoredPolicy,
 )
+from policies.table import RecordedTable, load_table, save_table
 from policies.taskfile import DatasetRow, DatasetSpec, TaskFile, load_dataset, load_task_file
 from policies.tasks import QUESTION_SLOT, PromptCandidate, Strategy, TaskSpec, question_of
 from policies.tiers import DEFAULT_TIERS, Tier, parse_tiers
@@ -90,6 +91,7 @@ __all__ = [
     "PolicyStore",
     "PromptCandidate",
     "RateLimited",
+    "RecordedTable",
     "RequestTooLarge",
     "RewardRequest",
     "RewardResponse",
@@ -116,6 +118,7 @@ __all__ = [
     "library_versions",
     "load_dataset",
     "load_policy",
+    "load_table",
     "load_task_file",
     "majority_credit",
     "majority_vote",
@@ -126,6 +129,7 @@ __all__ = [
     "parse_tiers",
     "question_of",
     "save_policy",
+    "save_table",
     "utility",
     "vote_decided",
     "weight_vector",

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     table = simulator.majority
     print(
         f"simulated upstream on {base_url}/v1 (model iapo-sim): majority table "
-        f"{table.prompts} prompts × {table.questions('train')}+{table.questions('test')} "
+        f"{table.num_prompts} prompts × {table.questions('train')}+{table.questions('test')} "
         f"questions; reward endpoint {base_url}/v1/reward. Ctrl+C stops.",
         file=sys.stderr,
     )

@@ -31,7 +31,6 @@ from iapo.simulator.synthetic import (
     synthetic_majority_table,
     synthetic_reward_table,
 )
-from iapo.simulator.tables import MajorityTable, Split, load_table, save_table
 from iapo.simulator.tasks import (
     MAJORITY_TASK,
     MODEL,
@@ -44,6 +43,7 @@ from iapo.simulator.tasks import (
     write_proxy_config,
     write_tasks,
 )
+from policies.table import RecordedTable, Split, load_table, save_table
 
 __all__ = [
     "DEFAULT_SEED",
@@ -56,7 +56,7 @@ __all__ = [
     "REWARD_TIERS",
     "TOKENS_PER_COST_UNIT",
     "Completion",
-    "MajorityTable",
+    "RecordedTable",
     "RewardTable",
     "Route",
     "Sample",

@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from iapo.simulator import texts
 from iapo.simulator.rewards import RewardTable
-from iapo.simulator.tables import MajorityTable, Split
 from policies.errors import InvalidRequest
+from policies.table import RecordedTable, Split
 from policies.tasks import QUESTION_SLOT
 
 __all__ = ["Completion", "Route", "Sample", "Simulator"]
@@ -88,7 +88,7 @@ class Simulator:
 
     def __init__(
         self,
-        majority: MajorityTable,
+        majority: RecordedTable,
         reward: RewardTable | None = None,
         *,
         majority_prompts: Sequence[str] | None = None,
@@ -98,13 +98,15 @@ class Simulator:
     ) -> None:
         self.majority = majority
         self.reward = reward
-        self.majority_prompts = tuple(majority_prompts or texts.generic_prompts(majority.prompts))
-        if len(self.majority_prompts) != majority.prompts:
+        self.majority_prompts = tuple(
+            majority_prompts or texts.generic_prompts(majority.num_prompts)
+        )
+        if len(self.majority_prompts) != majority.num_prompts:
             raise ValueError("majority_prompts must name every prompt of the majority table")
         self.reward_prompts: tuple[str, ...] = ()
         if reward is not None:
-            self.reward_prompts = tuple(reward_prompts or texts.generic_prompts(reward.prompts))
-            if len(self.reward_prompts) != reward.prompts:
+            self.reward_prompts = tuple(reward_prompts or texts.generic_prompts(reward.num_prompts))
+            if len(self.reward_prompts) != reward.num_prompts:
                 raise ValueError("reward_prompts must name every prompt of the reward table")
         self._rng = rng if rng is not None else np.random.default_rng(seed)
         words = np.random.default_rng([seed, 2])
@@ -284,7 +286,7 @@ class Simulator:
             split: Split = "train" if split_text == "train" else "test"
             question = int(question_text)
             prompt = None if code == "x" else int(code)
-            valid_prompt = prompt is None or prompt < table.prompts
+            valid_prompt = prompt is None or prompt < table.num_prompts
             if valid_prompt and question < table.questions(split):
                 return table.draw(prompt, split, question, int(sample_text, 16))
         return table.draw_unknown(text)

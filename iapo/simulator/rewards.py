@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from iapo.simulator.exact import expected_max_standard_normal
-from iapo.simulator.tables import Split
 from policies.aggregate import weight_vector
 from policies.errors import ConfigError
+from policies.table import Split
 
 __all__ = ["RewardTable"]
 
@@ -52,7 +52,7 @@ class RewardTable:
             raise ConfigError(f"cost_per_prompt must have shape ({prompts},)")
 
     @property
-    def prompts(self) -> int:
+    def num_prompts(self) -> int:
         return int(self.means.shape[0])
 
     def questions(self, split: Split) -> int:
@@ -66,7 +66,7 @@ class RewardTable:
 
         ``prompt=None`` (a prompt the table does not know) draws from the prompts' average.
         """
-        code = self.prompts if prompt is None else prompt
+        code = self.num_prompts if prompt is None else prompt
         rng = np.random.default_rng([self.seed, code, _SPLIT_INDEX[split], question, sample_id])
         if prompt is None:
             mean = self._means(split)[:, question].mean(axis=0)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from iapo.simulator.rewards import RewardTable
-from iapo.simulator.tables import MajorityTable
+from policies.table import RecordedTable
 from policies.tiers import Tier
 
 __all__ = [
@@ -75,7 +75,7 @@ MAJORITY_PROMPTS: tuple[str, ...] = tuple(a.text for a in _MAJORITY)
 
 def synthetic_majority_table(
     seed: int = DEFAULT_SEED, *, train: int = 150, test: int = 100, categories: int = 5
-) -> MajorityTable:
+) -> RecordedTable:
     """A (6, train, categories) majority table with a held-out split of ``test`` questions."""
     rng = np.random.default_rng(seed)
     questions = train + test
@@ -99,7 +99,7 @@ def synthetic_majority_table(
         cell[rows, gold] = correct
         cat_probs[p] = cell
     cost = np.array([a.cost for a in _MAJORITY])
-    return MajorityTable(
+    return RecordedTable(
         cat_probs=cat_probs[:, :train],
         answers=gold[:train],
         cost_per_prompt=cost,

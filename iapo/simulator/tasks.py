@@ -28,9 +28,9 @@ from iapo.simulator.synthetic import (
     synthetic_majority_table,
     synthetic_reward_table,
 )
-from iapo.simulator.tables import Split, load_table
 from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
+from policies.table import Split, load_table
 from policies.tasks import PromptCandidate, TaskSpec
 from policies.upstream import UpstreamSpec
 

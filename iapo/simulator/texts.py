@@ -13,7 +13,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from iapo.simulator.tables import Split
+from policies.table import Split
 
 __all__ = [
     "QUESTION_MARKER",

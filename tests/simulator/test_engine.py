@@ -66,7 +66,7 @@ def test_a_seed_makes_samples_reproducible(simulator: Simulator) -> None:
 
 
 def test_usage_is_proportional_to_the_table_cost(simulator: Simulator) -> None:
-    for prompt in range(simulator.majority.prompts):
+    for prompt in range(simulator.majority.num_prompts):
         completion = simulator.complete(_ask(simulator, prompt, "train", 1), n=4)
         expected = 4 * round(simulator.majority.cost_per_prompt[prompt] * 100_000)
         assert completion.completion_tokens == expected

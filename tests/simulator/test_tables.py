@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iapo.simulator import MajorityTable, load_table, save_table, synthetic_majority_table
+from iapo.simulator import RecordedTable, load_table, save_table, synthetic_majority_table
 from policies.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "MATH_final.npz"
@@ -28,17 +28,17 @@ def test_rows_that_do_not_sum_to_one_are_named() -> None:
     probs = np.full((2, 3, 4), 0.25)
     probs[1, 2, 0] = 0.5
     with pytest.raises(ConfigError, match=r"cat_probs\[1, 2\] sums to 1.25"):
-        MajorityTable(probs, np.zeros(3, np.int64), np.ones(2))
+        RecordedTable(probs, np.zeros(3, np.int64), np.ones(2))
 
 
 def test_bad_shapes_and_gold_are_refused() -> None:
     probs = np.full((2, 3, 4), 0.25)
     with pytest.raises(ConfigError, match="cost_per_prompt"):
-        MajorityTable(probs, np.zeros(3, np.int64), np.ones(3))
+        RecordedTable(probs, np.zeros(3, np.int64), np.ones(3))
     with pytest.raises(ConfigError, match="answers must be category indices"):
-        MajorityTable(probs, np.array([0, 1, 4]), np.ones(2))
+        RecordedTable(probs, np.array([0, 1, 4]), np.ones(2))
     with pytest.raises(ConfigError, match="both"):
-        MajorityTable(probs, np.zeros(3, np.int64), np.ones(2), cat_probs_test=probs)
+        RecordedTable(probs, np.zeros(3, np.int64), np.ones(2), cat_probs_test=probs)
 
 
 def test_missing_keys_and_files_are_config_errors(tmp_path: Path) -> None:
@@ -52,5 +52,5 @@ def test_missing_keys_and_files_are_config_errors(tmp_path: Path) -> None:
 @pytest.mark.skipif(not DATA.exists(), reason="recorded MATH table not present")
 def test_the_recorded_math_table_loads() -> None:
     table = load_table(DATA)
-    assert (table.prompts, table.questions("train"), table.categories) == (25, 252, 5)
+    assert (table.num_prompts, table.questions("train"), table.num_categories) == (25, 252, 5)
     assert table.questions("test") == 64

@@ -1,9 +1,12 @@
-"""Recorded-distribution tables (the ``.npz`` contract of DESIGN.md) for the simulator.
+"""Recorded-distribution tables: the ``.npz`` contract of DESIGN.md, in one place.
 
-A :class:`MajorityTable` holds, per prompt and question, the distribution of one sample's
-answer category, the gold category per question and the cost of one sample per prompt;
-a held-out split is optional. ``load_table("MATH_final.npz")`` validates the arrays and
-names the bad key on error.
+A :class:`RecordedTable` holds, per prompt and query, the distribution of one sample's
+answer category, the gold category per query and the cost of one sample per prompt; a
+held-out split is optional. The optimizer only samples it (``optimizer.ReplaySampler``),
+the simulator serves it over HTTP. Construction validates the arrays and names the bad key.
+
+    table = load_table("MATH_final.npz")
+    train, test = table.resplit(np.random.default_rng(0), test_share=0.2)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy.typing as npt
 
 from policies.errors import ConfigError
 
-__all__ = ["MajorityTable", "Split", "load_table", "save_table"]
+__all__ = ["RecordedTable", "Split", "load_table", "save_table"]
 
 Split = Literal["train", "test"]
 
@@ -26,10 +29,10 @@ _SUM_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
-class MajorityTable:
-    """Answer-category distributions for majority-vote tasks.
+class RecordedTable:
+    """Answer-category distributions of a majority-vote task.
 
-    ``cat_probs``: (P, Q, C) P(one sample of prompt p on question q is category c);
+    ``cat_probs``: (P, Q, C) P(one sample of prompt p on query q is category c);
     ``answers``: (Q,) gold category; ``cost_per_prompt``: (P,) cost of one sample;
     ``cat_probs_test``: (P, Qt, C) and ``answers_test``: (Qt,) the optional held-out split.
     """
@@ -60,12 +63,40 @@ class MajorityTable:
                 )
 
     @property
-    def prompts(self) -> int:
+    def num_prompts(self) -> int:
         return int(self.cat_probs.shape[0])
 
     @property
-    def categories(self) -> int:
+    def num_queries(self) -> int:
+        """Queries of the training split."""
+        return int(self.cat_probs.shape[1])
+
+    @property
+    def num_categories(self) -> int:
         return int(self.cat_probs.shape[2])
+
+    def merged(self) -> RecordedTable:
+        """Train and test queries together (no test split)."""
+        if self.cat_probs_test is None or self.answers_test is None:
+            return RecordedTable(self.cat_probs, self.answers, self.cost_per_prompt)
+        return RecordedTable(
+            np.concatenate([self.cat_probs, self.cat_probs_test], axis=1),
+            np.concatenate([self.answers, self.answers_test]),
+            self.cost_per_prompt,
+        )
+
+    def resplit(
+        self, rng: np.random.Generator, test_share: float = 0.2
+    ) -> tuple[RecordedTable, RecordedTable]:
+        """Merge train and test, shuffle the queries, split into (train, test) tables."""
+        merged = self.merged()
+        order = rng.permutation(merged.num_queries)
+        n_test = round(test_share * merged.num_queries)
+        test, train = order[:n_test], order[n_test:]
+        return (
+            RecordedTable(merged.cat_probs[:, train], merged.answers[train], self.cost_per_prompt),
+            RecordedTable(merged.cat_probs[:, test], merged.answers[test], self.cost_per_prompt),
+        )
 
     def questions(self, split: Split) -> int:
         """Number of questions in ``split`` (0 for a missing test split)."""
@@ -112,7 +143,7 @@ def _check_split(
         raise ConfigError(f"{gold} must be category indices in [0, {cat_probs.shape[2]})")
 
 
-def load_table(path: str | Path) -> MajorityTable:
+def load_table(path: str | Path) -> RecordedTable:
     """Read and validate a recorded-distribution table (``.npz``)."""
     path = Path(path)
     try:
@@ -128,7 +159,7 @@ def load_table(path: str | Path) -> MajorityTable:
     test_probs = arrays.get("cat_probs_test")
     test_answers = arrays.get("answers_test")
     try:
-        return MajorityTable(
+        return RecordedTable(
             cat_probs=np.asarray(arrays["cat_probs"], dtype=np.float64),
             answers=np.asarray(arrays["answers"], dtype=np.int64),
             cost_per_prompt=np.asarray(arrays["cost_per_prompt"], dtype=np.float64),
@@ -139,7 +170,7 @@ def load_table(path: str | Path) -> MajorityTable:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def save_table(table: MajorityTable, path: str | Path) -> None:
+def save_table(table: RecordedTable, path: str | Path) -> None:
     """Write ``table`` in the ``.npz`` contract, so ``iapo optimize --replay`` can read it."""
     arrays: dict[str, npt.NDArray[np.generic]] = {
         "cat_probs": table.cat_probs,
