@@ -24,7 +24,8 @@ def test_resplit_partitions_every_query_once(rng: np.random.Generator, seed: int
     merged = table.merged()
     train, test = table.resplit(np.random.default_rng(seed), test_share=0.2)
     assert (train.num_queries, test.num_queries) == (40, 10), f"seed {seed}"
-    assert train.cat_probs_test is None and test.cat_probs_test is None
+    assert train.cat_probs_test is None
+    assert test.cat_probs_test is None
     # every merged query lands in exactly one side: match rows by their distributions
     rows = {merged.cat_probs[:, q].tobytes(): merged.answers[q] for q in range(50)}
     seen = [t.cat_probs[:, q].tobytes() for t in (train, test) for q in range(t.num_queries)]
