@@ -1,55 +1,58 @@
-"""Exact expected majority-vote accuracy of (prompt, N) from a table's probabilities.
+"""Exact expected majority-vote credit of (prompt, N) from a table's probabilities.
 
-For evaluation only (benchmarks, tests): the optimizer itself never reads probabilities.
-Enumerates every vote count vector of N samples over C categories (multinomial
-probabilities, ties split uniformly), so it is exact; cost grows as C(N+C-1, C-1).
+For evaluation only (benchmarks, tests, the simulator's checks and the demo's oracle): the
+optimizer itself never reads probabilities. Computed with the multinomial generating
+function ``N! [x^N] Π_c Σ_k (p_c x)^k / k!``, split by the gold answer's vote count g and
+by how many wrong answers tie with it (ties split uniformly), so no sampling noise enters.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
-from math import lgamma
+import math
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["compositions", "majority_accuracy"]
-
-
-def compositions(total: int, parts: int) -> npt.NDArray[np.int64]:
-    """Every vector of ``parts`` non-negative ints summing to ``total``: (count, parts)."""
-    rows = []
-    for bars in combinations(range(total + parts - 1), parts - 1):
-        edges = (-1, *bars, total + parts - 1)
-        rows.append([edges[i + 1] - edges[i] - 1 for i in range(parts)])
-    return np.array(rows, dtype=np.int64).reshape(-1, parts)
+__all__ = ["majority_accuracy"]
 
 
 def majority_accuracy(
-    cat_probs: npt.NDArray[np.float64],
-    answers: npt.NDArray[np.int64],
-    n_max: int,
-    *,
-    chunk: int = 128,
+    cat_probs: npt.NDArray[np.float64], answers: npt.NDArray[np.int64], n_max: int
 ) -> npt.NDArray[np.float64]:
-    """Expected majority-vote credit (P, Q, n_max).
+    """(P, Q, n_max): expected majority-vote credit of N = 1..n_max samples per cell.
 
-    ``cat_probs`` (P, Q, C): category probabilities; ``answers`` (Q,): gold categories.
+    ``cat_probs``: (P, Q, C); ``answers``: (Q,) gold categories.
     """
-    p_count, q_count, c = cat_probs.shape
-    probs = cat_probs.reshape(-1, c)
-    gold = np.tile(answers, p_count)
-    # log 0 as a large negative number: 0·(−1e4) = 0 keeps empty categories exact.
-    log_probs = np.where(probs > 0, np.log(np.where(probs > 0, probs, 1.0)), -1e4)
-    out = np.empty((probs.shape[0], n_max))
-    lg = np.vectorize(lgamma, otypes=[np.float64])
-    for k in range(1, n_max + 1):
-        votes = compositions(k, c)
-        log_coef = lgamma(k + 1) - lg(votes + 1).sum(axis=1)
-        top = votes.max(axis=1, keepdims=True)
-        credit = (votes == top) / (votes == top).sum(axis=1, keepdims=True)  # (V, C)
-        for start in range(0, probs.shape[0], chunk):
-            stop = min(start + chunk, probs.shape[0])
-            weights = np.exp(log_probs[start:stop] @ votes.T + log_coef)
-            out[start:stop, k - 1] = np.einsum("mv,vm->m", weights, credit[:, gold[start:stop]])
-    return out.reshape(p_count, q_count, n_max)
+    prompts, questions, categories = cat_probs.shape
+    probs = cat_probs / cat_probs.sum(axis=-1, keepdims=True)
+    gold = np.take_along_axis(probs, answers[None, :, None], axis=-1)[..., 0]
+    wrong_mask = np.ones(categories, bool)[None, None, :] != (
+        np.arange(categories)[None, None, :] == answers[None, :, None]
+    )
+    wrong = probs[np.broadcast_to(wrong_mask, probs.shape)].reshape(
+        prompts, questions, categories - 1
+    )
+    degree = n_max + 1
+    factorial = np.array([math.factorial(k) for k in range(degree)], dtype=np.float64)
+    # powers[..., j, k] = wrong_j^k / k!
+    powers = wrong[..., None] ** np.arange(degree) / factorial
+    gold_powers = gold[..., None] ** np.arange(degree) / factorial
+    # credit_by_n[..., N] accumulates Σ_g Σ_t coef / (1 + t)
+    credit = np.zeros((prompts, questions, degree))
+    ties = categories  # t ranges over 0..C-1
+    for g in range(1, n_max + 1):
+        # poly[..., d, t]: coefficient of x^d y^t; starts as (p_gold x)^g / g!
+        poly = np.zeros((prompts, questions, degree, ties))
+        poly[..., g, 0] = gold_powers[..., g]
+        for j in range(categories - 1):
+            nxt = np.zeros_like(poly)
+            for k in range(0, min(g, n_max - g) + 1):
+                term = powers[..., j, k][..., None, None]
+                shifted = poly[..., : degree - k, :] * term
+                if k < g:
+                    nxt[..., k:, :] += shifted
+                else:  # wrong answer j ties with gold: count it in y
+                    nxt[..., k:, 1:] += shifted[..., :-1]
+            poly = nxt
+        credit += (poly / (1.0 + np.arange(ties))).sum(axis=-1)
+    return credit[..., 1:] * factorial[1:]

@@ -2,9 +2,7 @@
 
 ``majority_accuracy(cat_probs, answers, n_max)`` is the expected correctness of a majority
 vote over N samples (ties broken uniformly at random), for N = 1..n_max, averaged over
-questions. It is computed exactly with the multinomial generating function
-``N! [x^N] Π_c Σ_k (p_c x)^k / k!``, split by the gold answer's vote count g and by how
-many wrong answers tie with it, so no sampling noise enters the checks.
+questions; the exact per-cell kernel is :func:`optimizer.exact.majority_accuracy`.
 """
 
 from __future__ import annotations
@@ -14,49 +12,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from optimizer.exact import majority_accuracy as majority_credit_exact
+
 __all__ = ["expected_max_standard_normal", "majority_accuracy", "majority_credit_exact"]
-
-
-def majority_credit_exact(
-    cat_probs: npt.NDArray[np.float64], answers: npt.NDArray[np.int64], n_max: int
-) -> npt.NDArray[np.float64]:
-    """(P, Q, n_max): expected majority-vote credit of N = 1..n_max samples per cell.
-
-    ``cat_probs``: (P, Q, C); ``answers``: (Q,) gold categories.
-    """
-    prompts, questions, categories = cat_probs.shape
-    probs = cat_probs / cat_probs.sum(axis=-1, keepdims=True)
-    gold = np.take_along_axis(probs, answers[None, :, None], axis=-1)[..., 0]
-    wrong_mask = np.ones(categories, bool)[None, None, :] != (
-        np.arange(categories)[None, None, :] == answers[None, :, None]
-    )
-    wrong = probs[np.broadcast_to(wrong_mask, probs.shape)].reshape(
-        prompts, questions, categories - 1
-    )
-    degree = n_max + 1
-    factorial = np.array([math.factorial(k) for k in range(degree)], dtype=np.float64)
-    # powers[..., j, k] = wrong_j^k / k!
-    powers = wrong[..., None] ** np.arange(degree) / factorial
-    gold_powers = gold[..., None] ** np.arange(degree) / factorial
-    # credit_by_n[..., N] accumulates Σ_g Σ_t coef / (1 + t)
-    credit = np.zeros((prompts, questions, degree))
-    ties = categories  # t ranges over 0..C-1
-    for g in range(1, n_max + 1):
-        # poly[..., d, t]: coefficient of x^d y^t; starts as (p_gold x)^g / g!
-        poly = np.zeros((prompts, questions, degree, ties))
-        poly[..., g, 0] = gold_powers[..., g]
-        for j in range(categories - 1):
-            nxt = np.zeros_like(poly)
-            for k in range(0, min(g, n_max - g) + 1):
-                term = powers[..., j, k][..., None, None]
-                shifted = poly[..., : degree - k, :] * term
-                if k < g:
-                    nxt[..., k:, :] += shifted
-                else:  # wrong answer j ties with gold: count it in y
-                    nxt[..., k:, 1:] += shifted[..., :-1]
-            poly = nxt
-        credit += (poly / (1.0 + np.arange(ties))).sum(axis=-1)
-    return credit[..., 1:] * factorial[1:]
 
 
 def majority_accuracy(
