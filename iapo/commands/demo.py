@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--replay", metavar="TABLE.npz", help="use a recorded table instead")
     parser.add_argument(
-        "--budget", type=positive_int, help="samples PSST may spend per task (default 3000)"
+        "--budget", type=positive_int, help="samples to optimize with, per task (default 3000)"
     )
     parser.add_argument(
         "--requests", type=positive_int, help="requests per tier and column (default 300)"

@@ -136,7 +136,7 @@ def print_report(console: Console, report: DemoReport) -> None:
                 f", best arm {r.exact.best_prompt}×{r.exact.best_n} {r.exact.best:.3f}"
             )
         console.print(
-            f"  PSST spent {summary.spent} of {summary.budget} samples; "
+            f"  {summary.method} spent {summary.spent} of {summary.budget} samples; "
             f"policy {summary.policy_file}; picture {summary.report_file}"
         )
         shown = dict.fromkeys(p for r in rows for p in (r.prompt, r.baseline_prompt))

@@ -86,6 +86,7 @@ class TaskSummary(msgspec.Struct, frozen=True):
     strategy: str
     budget: int
     spent: int
+    method: str
     policy_file: str
     report_file: str
     prompts: dict[str, str]
@@ -155,7 +156,7 @@ async def _optimize_all(
                         method=options.method,
                         cache=cache,
                         client=client,
-                        progress=reporter.bar(f"PSST {task.spec.name}", options.budget),
+                        progress=reporter.bar(f"optimize {task.spec.name}", options.budget),
                     )
                 )
     async with await SqlitePolicyStore.open(workdir / "policies.sqlite") as store:
@@ -269,6 +270,7 @@ async def run_demo(options: DemoOptions, reporter: Reporter | None = None) -> De
                 strategy=t.spec.strategy,
                 budget=options.budget,
                 spent=t.result.spent,
+                method=options.method,
                 policy_file=str(t.policy_file),
                 report_file=str(t.report_file),
                 prompts={p.id: p.text for p in t.spec.prompts},
