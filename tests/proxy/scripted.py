@@ -15,9 +15,15 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 import msgspec
 
-__all__ = ["PASSTHROUGH_BODY", "ScriptedUpstream"]
+from proxy.breaker import CircuitBreaker
+from proxy.config import RetryConfig
+from proxy.metrics import ProxyMetrics
+from proxy.upstream import UpstreamClient
+
+__all__ = ["PASSTHROUGH_BODY", "ScriptedUpstream", "mock_client"]
 
 # Deliberately unusual formatting: pass-through must return these exact bytes.
 PASSTHROUGH_BODY = (
@@ -215,3 +221,30 @@ def _default_chunks() -> list[bytes]:
     chunks.append(b"data: " + msgspec.json.encode(final) + b"\n\n")
     chunks.append(b"data: [DONE]\n\n")
     return chunks
+
+
+def mock_client(
+    handler: Callable[[httpx.Request], httpx.Response],
+    *,
+    name: str = "up",
+    url: str = "http://up.test/v1/chat/completions",
+    max_concurrency: int = 64,
+    metrics: ProxyMetrics | None = None,
+) -> UpstreamClient:
+    """An UpstreamClient over ``httpx.MockTransport(handler)``: no retries, a fresh breaker."""
+    import random
+
+    return UpstreamClient(
+        name,
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        url=url,
+        headers={},
+        timeout_s=5,
+        connect_timeout_s=1,
+        max_concurrency=max_concurrency,
+        max_retries=0,
+        retry=RetryConfig(),
+        breaker=CircuitBreaker(name),
+        metrics=metrics if metrics is not None else ProxyMetrics(),
+        rng=random.Random(0),
+    )

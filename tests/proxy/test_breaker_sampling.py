@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from typing import Any
 
@@ -11,10 +10,10 @@ import pytest
 
 from policies import ExtractorSpec, majority_vote, make_extractor
 from proxy.breaker import CircuitBreaker, CircuitOpen
-from proxy.config import RetryConfig
 from proxy.metrics import ProxyMetrics
 from proxy.sampling import draw_samples, next_wave
 from proxy.upstream import UpstreamClient
+from tests.proxy.scripted import mock_client
 
 
 class Clock:
@@ -96,20 +95,7 @@ def scripted_client(
         return httpx.Response(200, json={"choices": choices, "usage": usage, "model": "m"})
 
     metrics = ProxyMetrics()
-    client = UpstreamClient(
-        "up",
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        url="http://up.test/v1/chat/completions",
-        headers={},
-        timeout_s=5,
-        connect_timeout_s=1,
-        max_concurrency=64,
-        max_retries=0,
-        retry=RetryConfig(),
-        breaker=CircuitBreaker("up"),
-        metrics=metrics,
-        rng=random.Random(0),
-    )
+    client = mock_client(handler, metrics=metrics)
     return client, seen
 
 

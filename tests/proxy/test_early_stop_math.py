@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from pathlib import Path
 
 import httpx
@@ -18,11 +17,9 @@ import numpy as np
 import pytest
 
 from policies import ExtractorSpec, majority_vote, make_extractor
-from proxy.breaker import CircuitBreaker
-from proxy.config import RetryConfig
-from proxy.metrics import ProxyMetrics
 from proxy.sampling import draw_samples
 from proxy.upstream import UpstreamClient
+from tests.proxy.scripted import mock_client
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "MATH_final.npz"
 
@@ -38,20 +35,7 @@ def serving(answers: list[int]) -> UpstreamClient:
         ]
         return httpx.Response(200, json={"choices": choices, "usage": {"completion_tokens": n}})
 
-    return UpstreamClient(
-        "up",
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        url="http://up.test/v1/chat/completions",
-        headers={},
-        timeout_s=5,
-        connect_timeout_s=1,
-        max_concurrency=64,
-        max_retries=0,
-        retry=RetryConfig(),
-        breaker=CircuitBreaker("up"),
-        metrics=ProxyMetrics(),
-        rng=random.Random(0),
-    )
+    return mock_client(handler)
 
 
 @pytest.mark.parametrize("n", [8, 16])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sqlite3
 from pathlib import Path
 
@@ -14,13 +13,10 @@ import numpy as np
 import pytest
 
 from policies import RewardSpec, SqlitePolicyStore, UpstreamError, encode_policy, save_policy
-from proxy.breaker import CircuitBreaker
-from proxy.config import RetryConfig
-from proxy.metrics import ProxyMetrics
 from proxy.reward import RewardScorer
 from proxy.upstream import UpstreamClient
 from tests.proxy.conftest import chat_body, make_config, make_policy, running_proxy
-from tests.proxy.scripted import ScriptedUpstream
+from tests.proxy.scripted import ScriptedUpstream, mock_client
 
 TASK = {"X-IAPO-Task": "math"}
 
@@ -125,20 +121,7 @@ async def test_request_log_has_no_content_by_default(tmp_path: Path) -> None:
 
 
 def reward_client(handler: object) -> UpstreamClient:
-    return UpstreamClient(
-        "reward",
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),  # type: ignore[arg-type]
-        url="http://rm.test",
-        headers={},
-        timeout_s=5,
-        connect_timeout_s=1,
-        max_concurrency=4,
-        max_retries=0,
-        retry=RetryConfig(),
-        breaker=CircuitBreaker("reward"),
-        metrics=ProxyMetrics(),
-        rng=random.Random(0),
-    )
+    return mock_client(handler, name="reward", url="http://rm.test", max_concurrency=4)  # type: ignore[arg-type]
 
 
 def deadline() -> float:
