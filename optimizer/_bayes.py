@@ -121,6 +121,14 @@ def _likelihood(summaries: npt.NDArray[np.int64], log_grid: Array) -> Array:
     return out
 
 
+def _likelihood_f(summaries: Array, log_grid: Array) -> Array:
+    """:func:`_likelihood` for fractional (discounted) vote counts."""
+    log_like = summaries @ log_grid.T
+    log_like -= log_like.max(axis=1, keepdims=True)
+    out: Array = np.exp(log_like)
+    return out
+
+
 def _fit(
     like: Array, weight: Array, prior: Array, iterations: int, anchor: Array | None, strength: float
 ) -> Array:
@@ -145,6 +153,7 @@ def eb_credit(
     prior: Array | None = None,
     iterations: int = EM_ITERATIONS,
     group_priors: dict[int, Array] | None = None,
+    borrowed: Array | None = None,
 ) -> tuple[Array, Array]:
     """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
 
@@ -154,6 +163,9 @@ def eb_credit(
     (prompts differ in how often they are stuck on a wrong answer; few queries of a
     prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit and
     ``group_priors`` (updated in place) the per-group fits.
+    ``borrowed`` (M, w): discounted votes of *other* prompts on the row's query, code
+    by code (a power prior, see :mod:`optimizer.xprompt`); the priors are fitted on the
+    rows' own votes only, and each row's posterior also weighs the borrowed votes.
     Returns the credits and the pooled prior.
     """
     grid = _grid()
@@ -170,22 +182,82 @@ def eb_credit(
     distinct, inverse, weight = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     like = _likelihood(distinct[:, 1:], log_grid)
+    if borrowed is not None:
+        return _borrowed_credit(
+            group,
+            like,
+            distinct,
+            weight.astype(np.float64),
+            pooled,
+            counts,
+            none,
+            borrowed,
+            log_grid,
+            k_max,
+            group_priors,
+        )
     weight = weight.astype(np.float64)
     posterior = np.empty_like(like)
     known = group_priors if group_priors is not None else {}
     for g in np.unique(distinct[:, 0]).tolist():
         rows = distinct[:, 0] == g
-        warm = known.get(g)
-        own = _fit(
-            like[rows],
-            weight[rows],
-            pooled if warm is None else warm,
-            GROUP_ITERATIONS if warm is None else GROUP_ITERATIONS_WARM,
-            pooled,
-            SHRINKAGE,
-        )
-        known[g] = own
+        own = known[g] = _group_prior(like[rows], weight[rows], pooled, known.get(g))
         joint = like[rows] * own
         posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
     result: Array = (posterior @ _credit_table(k_max))[inverse]
+    return result, pooled
+
+
+def _group_prior(like: Array, weight: Array, pooled: Array, warm: Array | None) -> Array:
+    return _fit(
+        like,
+        weight,
+        pooled if warm is None else warm,
+        GROUP_ITERATIONS if warm is None else GROUP_ITERATIONS_WARM,
+        pooled,
+        SHRINKAGE,
+    )
+
+
+def _borrowed_credit(
+    group: npt.NDArray[np.int64],
+    like: Array,
+    distinct: npt.NDArray[np.int64],
+    weight: Array,
+    pooled: Array,
+    counts: npt.NDArray[np.int64],
+    none: npt.NDArray[np.int64],
+    borrowed: Array,
+    log_grid: Array,
+    k_max: int,
+    group_priors: dict[int, Array] | None,
+) -> tuple[Array, Array]:
+    """Per-group priors from own votes; posteriors from own plus borrowed votes."""
+    known = group_priors if group_priors is not None else {}
+    for g in np.unique(distinct[:, 0]).tolist():
+        rows = distinct[:, 0] == g
+        known[g] = _group_prior(like[rows], weight[rows], pooled, known.get(g))
+    # Own and borrowed votes, code by code, summarised as (gold, w1, w2, rest): the
+    # wrong answers are ranked on the combined votes, so a trap answer other prompts
+    # also give counts as this prompt's top wrong answer.
+    width = max(counts.shape[1], borrowed.shape[1])
+    combined = np.zeros((len(counts), width))
+    combined[:, : counts.shape[1]] += counts
+    combined[:, : borrowed.shape[1]] += borrowed
+    gold = combined[:, 0]
+    order = np.argsort(-combined[:, 1:], axis=1) if width > 1 else np.zeros((len(counts), 0), int)
+    wrong = np.take_along_axis(combined[:, 1:], order, axis=1)
+    pad = np.zeros((len(counts), max(0, 2 - wrong.shape[1])))
+    wrong = np.concatenate([wrong, pad], axis=1)
+    rest = wrong[:, 2:].sum(axis=1) + none
+    joint_summary = np.stack([gold, wrong[:, 0], wrong[:, 1], rest], axis=1)
+    # Rows with the same prompt and summary share a posterior: compute distinct ones.
+    keyed = np.concatenate([group[:, None].astype(np.float64), joint_summary], axis=1)
+    rows_of, inverse = np.unique(keyed, axis=0, return_inverse=True)
+    posterior = _likelihood_f(rows_of[:, 1:], log_grid)
+    for g in np.unique(rows_of[:, 0]).astype(np.int64).tolist():
+        rows = rows_of[:, 0] == g
+        joint = posterior[rows] * known[g]
+        posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
+    result: Array = (posterior @ _credit_table(k_max))[inverse.ravel()]
     return result, pooled

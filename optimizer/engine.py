@@ -80,10 +80,13 @@ class Run:
             return BlockEstimator(self.num_prompts, self.k_max, weights)
         if self.estimator_kind == "pooled":
             return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng)
+        if self.estimator_kind == "pooled-x":
+            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model="eb-x")
         if self.estimator_kind == "pooled-urn":
             return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model="urn")
         raise ValueError(
-            f"unknown estimator {self.estimator_kind!r}; use 'blocks', 'pooled' or 'pooled-urn'"
+            f"unknown estimator {self.estimator_kind!r}; "
+            "use 'blocks', 'pooled', 'pooled-x' or 'pooled-urn'"
         )
 
     def reset_estimates(self) -> None:

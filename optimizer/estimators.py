@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from optimizer._bayes import EM_ITERATIONS, eb_credit
 from optimizer._kernels import block_credit, max_ustat, prefix_credit
+from optimizer.xprompt import borrowed
 
 __all__ = ["BlockEstimator", "Estimate", "Estimator", "PooledEstimator", "Pull"]
 
@@ -138,6 +139,8 @@ class BlockEstimator(Estimator):
 class PooledEstimator(Estimator):
     """All samples of (prompt, query) pooled; per-query N-sample credit, averaged.
 
+    ``model="eb-x"``: the same, but each (prompt, query)'s posterior also weighs the
+    other prompts' votes on that query, discounted (:mod:`optimizer.xprompt`).
     ``model="eb"`` (default): each query's credit at every N is its posterior mean under
     a prior over answer distributions fitted to all queries sampled (empirical Bayes,
     :mod:`optimizer._bayes`). ``model="urn"``: the U-statistic up to the samples seen,
@@ -157,14 +160,15 @@ class PooledEstimator(Estimator):
         alpha: float = 0.5,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        if model not in ("eb", "urn"):
-            raise ValueError(f"unknown model {model!r}; use 'eb' or 'urn'")
+        if model not in ("eb", "eb-x", "urn"):
+            raise ValueError(f"unknown model {model!r}; use 'eb', 'eb-x' or 'urn'")
         self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
         self._dirty: set[int] = set()
         self._prior: Array | None = None
         self._group_priors: dict[int, Array] = {}
         self._pair: dict[tuple[int, int], int] = {}
         self._pair_prompt: list[int] = []
+        self._pair_query: list[int] = []
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
         self._none: list[int] = []
         self._scores: list[list[Array]] = []  # per pair: (T, n) score blocks (Best-of-N)
@@ -178,6 +182,7 @@ class PooledEstimator(Estimator):
             if index is None:
                 index = self._pair[key] = len(self._pair_prompt)
                 self._pair_prompt.append(pull.prompt)
+                self._pair_query.append(pull.query)
                 self._votes.append({})
                 self._none.append(0)
                 self._scores.append([])
@@ -203,7 +208,7 @@ class PooledEstimator(Estimator):
         grown = np.zeros((len(self._pair_prompt), tiers, self.k_max))
         grown[: self._curves.shape[0]] = self._curves
         self._curves = grown
-        if self._model == "eb" and not self._scores[next(iter(touched))]:
+        if self._model != "urn" and not self._scores[next(iter(touched))]:
             touched = set(range(len(self._pair_prompt)))  # the prior moved: every posterior
         indices = np.array(sorted(touched))
         if self._scores[indices[0]]:
@@ -218,7 +223,7 @@ class PooledEstimator(Estimator):
             for code, count in self._votes[i].items():
                 counts[row, code] = count
         none = np.array([self._none[i] for i in indices.tolist()], dtype=np.int64)
-        if self._model == "eb":
+        if self._model != "urn":
             warm = self._prior is not None
             groups = np.array([self._pair_prompt[i] for i in indices.tolist()], dtype=np.int64)
             curve, self._prior = eb_credit(
@@ -229,6 +234,7 @@ class PooledEstimator(Estimator):
                 self._prior,
                 EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
                 self._group_priors,
+                borrowed(counts, self._pair_query, indices) if self._model == "eb-x" else None,
             )
         else:
             curve = prefix_credit(

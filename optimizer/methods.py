@@ -13,6 +13,10 @@ beforehand what it will do.
   dropped with all its N, valued by its best N), pooled estimator. On MATH it matches
   ``psst-pooled``; on tables where prompts differ a lot it is more robust, because a
   prompt's arms are not cut one by one on early, noisy rounds;
+- ``sh-xprompt``: ``sh-pooled``'s halving in pulls of one sample (each round's
+  samples cover as many shared queries as they can), with the ``eb-x`` estimator:
+  each (prompt, query)'s posterior also weighs the other prompts' votes on that query,
+  discounted (:mod:`optimizer.xprompt`);
 - ``sh-screen``: a screening round (20-30% of the budget, pulls of 2 samples of every
   prompt on shared queries) keeps each tier's best quarter of the prompts, then
   ``sh-pooled`` over those (:mod:`optimizer.screening`); ahead of ``sh-pooled`` on
@@ -55,6 +59,9 @@ METHODS: dict[str, MethodSpec] = {
     "psst-pooled": MethodSpec("pooled", True, "PSST halving, pooled empirical-Bayes estimator"),
     "psst-urn": MethodSpec("pooled-urn", True, "PSST halving, pooled U-statistic + Pólya urn"),
     "sh-pooled": MethodSpec("pooled", True, "halving over prompts per tier, pooled estimator"),
+    "sh-xprompt": MethodSpec(
+        "pooled-x", True, "sh-pooled in small pulls, votes borrowed across prompts"
+    ),
     "sh-screen": MethodSpec("pooled", True, "wide screening round, then sh-pooled on the best"),
     "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
     "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
@@ -77,6 +84,15 @@ MAX_PULL = 8
 
 def _pooled_cap(share: int, prompts: int) -> int | None:
     return max(1, min(MAX_PULL, share // max(prompts * MIN_QUERIES, 1)))
+
+
+# sh-xprompt: other prompts' votes on a query stand in for more of a prompt's own, so
+# pulls stay small and cover more queries.
+XPROMPT_PULL = 1
+
+
+def _xprompt_cap(share: int, prompts: int) -> int | None:
+    return max(1, min(XPROMPT_PULL, share // max(prompts * MIN_QUERIES, 1)))
 
 
 def _screen_pulls(first: int, prompts: int, pull: int) -> tuple[int, int, int]:
@@ -142,9 +158,10 @@ def plan_method(
     if method in ("psst", "psst-pooled", "psst-urn"):
         cap = None if method == "psst" else _pooled_cap
         halving_phase("psst", _arm_counts(arms), budget, k_max, prompts, cap=cap)
-    elif method == "sh-pooled":
+    elif method in ("sh-pooled", "sh-xprompt"):
         counts = (prompts,) * len(run.tiers)
-        halving_phase("halving over prompts", counts, budget, k_max, prompts, cap=_pooled_cap)
+        cap = _pooled_cap if method == "sh-pooled" else _xprompt_cap
+        halving_phase("halving over prompts", counts, budget, k_max, prompts, cap=cap)
     elif method == "sh-screen":
         pull = min(SCREEN_PULL, k_max)
         first = screen_budget(budget, prompts, pull)
@@ -216,6 +233,9 @@ async def run_method(
         "psst-urn": lambda: run.halving(run.all_arms(), run.remaining, pull_cap=_pooled_cap),
         "sh-pooled": lambda: run.halving(
             run.all_arms(), run.remaining, by_prompt=True, pull_cap=_pooled_cap
+        ),
+        "sh-xprompt": lambda: run.halving(
+            run.all_arms(), run.remaining, by_prompt=True, pull_cap=_xprompt_cap
         ),
         "sh-screen": lambda: screen_and_halve(run, _pooled_cap),
         "warmup": lambda: _warmup(run, warmup_share, top_k, keep=False),
