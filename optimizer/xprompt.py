@@ -8,6 +8,21 @@ say something about it. They enter the empirical-Bayes posterior of (prompt, que
 ``BORROW`` of a vote, and all the borrowed votes together at most ``BORROW_MAX``, so
 the prompt's own samples always weigh more once it has a few. The prompts' priors are
 still fitted on their own votes only; the borrowed votes only move posteriors.
+
+``sh-xprompt`` pairs this with pulls of one sample: every active prompt of a round on
+the same queries, as many as the round's share covers (the finalists of a halving
+are compared on several times more shared queries than with ``sh-pooled``'s pulls of
+up to 8). Measured on MATH (``bench/optimizer.py``, tuned on seeds 0-49; fresh seeds
+100-199): 98.6 / 98.9 / 99.2 / 99.6% at B = 500 / 1000 / 3000 / 10000 against
+98.0 / 98.3 / 98.9 / 99.2% for ``sh-pooled``. On seeds 0-49 at B = 1000 / 3000, pulls
+of one sample without borrowing got 99.3 / 98.3%, with it (``BORROW`` 0.25, at most 2
+votes) 99.1 / 99.0%, ``sh-pooled`` 98.0 / 98.5%: small pulls carry the small budgets,
+borrowing the larger ones; heavier borrowing (0.5-1 a vote, up to 4) was worse at
+B = 3000. The limit: one sample per query shows little of how concentrated a prompt's
+wrong answers are, so a prompt that only wins at large N needs a larger budget to be
+found than with ``sh-pooled`` (``tests/optimizer/test_xprompt.py``: a shared-trap table
+that ``sh-xprompt`` gets wrong in about a third of the seeds at B = 2000, and ``sh-pooled``
+in one in ten; both always right at B = 4000).
 """
 
 from __future__ import annotations
