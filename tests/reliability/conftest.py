@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,3 +233,12 @@ def assert_openai_error(
         expected = "true" if status in (408, 409, 429) or status >= 500 else "false"
         assert response.headers.get("x-should-retry") == expected, response.headers
     return dict(error)
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``condition`` on this loop until true or ``seconds`` pass; its last value."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()

@@ -22,20 +22,13 @@ from tests.reliability.conftest import (
     SAMPLE_TOKENS,
     TASK,
     chat,
+    eventually,
     fault_upstream,
     make_config,
     uvicorn_proxy,
 )
 
 PREMIUM = {**TASK, "x-iapo-tier": "premium"}
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return True
-        await asyncio.sleep(0.01)
-    return condition()
 
 
 def log_rows(tmp_path: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from tests.reliability.conftest import (
     TASK,
     assert_openai_error,
     chat,
+    eventually,
     fault_upstream,
     make_config,
     make_policy,
@@ -32,14 +33,6 @@ from tests.reliability.conftest import (
 
 ECONOMY = {**TASK, "x-iapo-tier": "economy"}
 PREMIUM = {**TASK, "x-iapo-tier": "premium"}
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 def free_port() -> int:
@@ -136,7 +129,9 @@ async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: P
                 ]
                 streams = [asyncio.create_task(stream(h)) for h in (ECONOMY, AUTH)]
                 # 3 economy + 2 x 8 premium + 1 pass-through + 2 streams, all upstream now
-                assert await eventually(lambda: upstream.stats.in_flight == 3 + 16 + 1 + 2)
+                assert await eventually(
+                    lambda: upstream.stats.in_flight == 3 + 16 + 1 + 2, seconds=10.0
+                )
                 proc.send_signal(signal.SIGTERM)
                 responses = await asyncio.gather(*requests)
                 streamed = await asyncio.gather(*streams)
@@ -388,12 +383,12 @@ async def sigterm_with_a_stuck_call(tmp_path: Path) -> StuckShutdown:
                 stuck = asyncio.create_task(
                     client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
                 )
-                assert await eventually(lambda: upstream.stats.in_flight == 1)
+                assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
                 proc.send_signal(signal.SIGTERM)
                 # the drain bound (1 s) ends the wait, not the upstream's 120 s timeout
                 code = await asyncio.wait_for(proc.wait(), 15)
                 outcome = (await asyncio.gather(stuck, return_exceptions=True))[0]
-            assert await eventually(lambda: upstream.stats.in_flight == 0)
+            assert await eventually(lambda: upstream.stats.in_flight == 0, seconds=10.0)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -437,7 +432,7 @@ async def test_a_sub_second_drain_bound_still_drains(tmp_path: Path) -> None:
                 request = asyncio.create_task(
                     client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
                 )
-                assert await eventually(lambda: upstream.stats.in_flight == 1)
+                assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
                 proc.send_signal(signal.SIGTERM)
                 response = await request
                 await asyncio.wait_for(proc.wait(), 15)
