@@ -28,9 +28,15 @@ HERE = Path(__file__).resolve().parent
 # would shadow the ``optimizer`` package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from optimizer import METHODS, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
+from optimizer import (  # noqa: E402
+    METHODS,
+    RecordedTable,
+    ReplaySampler,
+    load_table,
+    optimize,
+    replay_task,
+)
 from optimizer.exact import majority_accuracy  # noqa: E402
-from optimizer.table import RecordedTable  # noqa: E402
 from policies.tiers import parse_tiers  # noqa: E402
 
 DATA = HERE.parent / ".." / "shared" / "data" / "MATH_final.npz"

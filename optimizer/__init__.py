@@ -31,7 +31,7 @@ from optimizer.result import (
     save_estimates,
 )
 from optimizer.sampling import SampleBatch, Sampler
-from optimizer.table import RecordedTable, load_table
+from policies.table import RecordedTable, load_table
 
 __all__ = [
     "DEFAULT_METHOD",

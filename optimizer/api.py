@@ -16,8 +16,8 @@ from optimizer.methods import METHODS, plan_method, run_method
 from optimizer.plan import Plan
 from optimizer.result import OptimizationResult, build_result
 from optimizer.sampling import Sampler
-from optimizer.table import RecordedTable
 from policies.errors import BudgetError, ConfigError
+from policies.table import RecordedTable
 from policies.tasks import PromptCandidate, TaskSpec
 from policies.tiers import DEFAULT_TIERS, Tier
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from optimizer.sampling import SampleBatch
-from optimizer.table import RecordedTable
+from policies.table import RecordedTable
 
 __all__ = ["ReplaySampler"]
 
