@@ -36,7 +36,7 @@ from optimizer import (  # noqa: E402
     optimize,
     replay_task,
 )
-from optimizer.exact import majority_accuracy  # noqa: E402
+from optimizer.exact import majority_credit_exact  # noqa: E402
 from policies.tiers import parse_tiers  # noqa: E402
 
 DATA = HERE.parent / ".." / "shared" / "data" / "MATH_final.npz"
@@ -50,7 +50,7 @@ def exact_accuracy(table: RecordedTable, n_max: int) -> npt.NDArray[np.float64]:
     if path.exists():
         return np.load(path)
     print(f"computing exact majority-vote accuracy ({path.name}) ...", file=sys.stderr)
-    acc = majority_accuracy(table.cat_probs, table.answers, n_max)
+    acc = majority_credit_exact(table.cat_probs, table.answers, n_max)
     CACHE.mkdir(exist_ok=True)
     (CACHE / ".gitignore").write_text("*\n")
     np.save(path, acc)

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["majority_accuracy"]
+__all__ = ["majority_credit_exact"]
 
 
-def majority_accuracy(
+def majority_credit_exact(
     cat_probs: npt.NDArray[np.float64], answers: npt.NDArray[np.int64], n_max: int
 ) -> npt.NDArray[np.float64]:
     """(P, Q, n_max): expected majority-vote credit of N = 1..n_max samples per cell.

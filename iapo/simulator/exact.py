@@ -2,7 +2,7 @@
 
 ``majority_accuracy(cat_probs, answers, n_max)`` is the expected correctness of a majority
 vote over N samples (ties broken uniformly at random), for N = 1..n_max, averaged over
-questions; the exact per-cell kernel is :func:`optimizer.exact.majority_accuracy`.
+questions; the exact per-cell kernel is :func:`optimizer.exact.majority_credit_exact`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.exact import majority_accuracy as majority_credit_exact
+from optimizer.exact import majority_credit_exact
 
 __all__ = ["expected_max_standard_normal", "majority_accuracy", "majority_credit_exact"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from optimizer._kernels import block_credit, max_ustat, prefix_credit
-from optimizer.exact import majority_accuracy
+from optimizer.exact import majority_credit_exact
 from policies.utility import majority_credit
 
 
@@ -51,7 +51,7 @@ def test_exact_majority_accuracy_matches_monte_carlo(seed: int) -> None:
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.ones(3), size=(1, 2))
     answers = np.array([0, 2])
-    acc = majority_accuracy(probs, answers, 5)
+    acc = majority_credit_exact(probs, answers, 5)
     for q in range(2):
         for k in (1, 4, 5):
             draws = rng.multinomial(k, probs[0, q], size=100_000)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimizer import METHODS, RecordedTable, ReplaySampler, make_run, optimize, replay_task
-from optimizer.exact import majority_accuracy
+from optimizer.exact import majority_credit_exact
 from policies.tiers import Tier
 
 from .conftest import deceiving_table, random_table
@@ -16,7 +16,7 @@ PREMIUM = (Tier("premium", cost_weight=0.0),)
 
 def test_the_deceiving_table_is_what_it_claims() -> None:
     table = deceiving_table()
-    acc = majority_accuracy(table.cat_probs, table.answers, 16).mean(axis=1)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     assert int(np.argmax(acc[:, 0])) == 0  # the deceiver wins at N=1
     assert int(np.argmax(acc[:, 15])) == 1  # prompt 1 wins at N=16
     assert acc[1, 15] - acc[0, 15] > 0.2
@@ -56,7 +56,7 @@ async def test_cost_weight_pulls_n_down(seed: int) -> None:
     tiers = (Tier("economy", cost_weight=2.0), Tier("premium", cost_weight=0.0))
     table = deceiving_table()
     result, _ = await _choose(table, "psst-pooled", 4000, seed, tiers)
-    acc = majority_accuracy(table.cat_probs, table.answers, 16).mean(axis=1)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     utility = acc - 2.0 * 0.01 * np.arange(1, 17)
     best = np.unravel_index(int(np.argmax(utility)), utility.shape)
     economy = result.policy.tiers["economy"]

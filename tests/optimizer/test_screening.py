@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizer import RecordedTable, ReplaySampler, make_run, optimize, replay_task
-from optimizer.exact import majority_accuracy
+from optimizer.exact import majority_credit_exact
 from optimizer.screening import screen_budget, screened
 from policies.tiers import Tier
 
@@ -39,7 +39,7 @@ def late_bloomer_table(prompts: int = 12, queries: int = 60, field: float = 0.3)
 
 def test_the_late_bloomer_table_is_what_it_claims() -> None:
     table = late_bloomer_table()
-    acc = majority_accuracy(table.cat_probs, table.answers, 16).mean(axis=1)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     assert int(np.argmax(acc[:, 0])) == 2
     assert int(np.argmax(acc[:, 15])) == 7
     economy = acc - 1.0 * 0.02 * np.arange(1, 17)
@@ -54,7 +54,7 @@ async def test_screening_finds_each_tiers_right_arm(seed: int) -> None:
     sampler = ReplaySampler(table, rng)
     result = await optimize(task, sampler, budget, rng, method="sh-screen")
     assert sampler.samples_drawn == result.spent == budget
-    acc = majority_accuracy(table.cat_probs, table.answers, 16).mean(axis=1)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     for tier in TIERS:
         utility = acc - tier.cost_weight * 0.02 * np.arange(1, 17)
         choice = result.policy.tiers[tier.name]

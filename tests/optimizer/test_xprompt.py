@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizer import PooledEstimator, Pull, RecordedTable, ReplaySampler, optimize, replay_task
-from optimizer.exact import majority_accuracy
+from optimizer.exact import majority_credit_exact
 from optimizer.xprompt import borrowed
 from policies.tiers import Tier
 
@@ -67,7 +67,7 @@ def shared_trap_table(rng: np.random.Generator, queries: int = 50) -> RecordedTa
 async def test_sh_xprompt_finds_the_large_n_winner_among_shared_traps(seed: int) -> None:
     rng = np.random.default_rng(seed)
     table = shared_trap_table(rng)
-    acc = majority_accuracy(table.cat_probs, table.answers, 16).mean(axis=1)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     assert int(np.argmax(acc[:, 0])) == 0
     assert int(np.argmax(acc[:, 15])) == 3
     task = replay_task(table, tiers=PREMIUM, n_max=16)
