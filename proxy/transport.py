@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httptools
 import httpx
 
-__all__ = ["LeanTransport"]
+__all__ = ["LeanTransport", "Reply", "request_bytes", "request_prefix"]
 
 _HIGH_WATER = 1 << 20  # pause reading when a consumer falls this far behind
 
@@ -244,8 +244,69 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(lines)
 
 
+class Reply:
+    """A whole response read by :meth:`LeanTransport.exchange` (no httpx objects built).
+
+    Quacks like the parts of ``httpx.Response`` the upstream seam reads: ``status_code``,
+    ``content``, ``text``, ``headers`` (built on first use: only error paths look).
+    """
+
+    __slots__ = ("_headers", "content", "raw_headers", "status_code")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+        self.status_code = status
+        self.raw_headers = raw_headers
+        self.content = content
+        self._headers: httpx.Headers | None = None
+
+    @property
+    def headers(self) -> httpx.Headers:
+        if self._headers is None:
+            self._headers = httpx.Headers(self.raw_headers)
+        return self._headers
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    async def aclose(self) -> None:
+        return None
+
+
+def request_prefix(method: str, url: httpx.URL, headers: Mapping[str, str]) -> bytes:
+    """A request's bytes up to the value of ``content-length`` (the caller adds the rest).
+
+    Built once per target and reused for every call. Header names and values must be
+    single-line latin-1: a CR or LF would let a value inject headers.
+    """
+    if url.scheme != "http":
+        raise httpx.UnsupportedProtocol(f"LeanTransport serves http:// only, not {url}")
+    lines = [method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\nhost: ", url.netloc, b"\r\n"]
+    for name, value in headers.items():
+        if name.lower() in ("host", "content-length", "transfer-encoding"):
+            continue
+        if any(c in name or c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break or NUL")
+        lines += [name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n"]
+    lines.append(b"content-length: ")
+    return b"".join(lines)
+
+
+def request_bytes(prefix: bytes, body: bytes) -> bytes:
+    """The whole request: :func:`request_prefix`'s bytes, the body's length, the body."""
+    return b"%s%d\r\n\r\n%s" % (prefix, len(body), body)
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 over TCP with keep-alive; at most ``max_connections`` per host."""
+    """HTTP/1.1 over TCP with keep-alive; at most ``max_connections`` per host.
+
+    Two ways in: as an httpx transport (``handle_async_request``: streams, any request),
+    and :meth:`exchange`, the upstream seam's path for whole JSON calls, which skips
+    building httpx requests and responses (about a third of the CPU of a fanned-out call).
+    """
 
     def __init__(self, *, max_connections: int = 256) -> None:
         self.max_connections = max_connections
@@ -260,20 +321,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
             pool = self._pools[key] = _Pool(key[0], key[1], self.max_connections)
         return pool
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        pool = self._pool(request.url)
-        body = await request.aread()
-        data = _head(request, body) + body
+    async def _open(
+        self, pool: _Pool, data: bytes, connect: float | None, read: float | None
+    ) -> _Connection:
+        """Send ``data`` on a pooled connection; return it once the response head is in."""
         for attempt in (1, 2):
-            conn = await pool.acquire(timeouts.get("connect"))
+            conn = await pool.acquire(connect)
             try:
                 conn.send(data)
-                try:
-                    async with asyncio.timeout(timeouts.get("read")):
-                        await conn.head
-                except TimeoutError:
-                    raise httpx.ReadTimeout("upstream did not answer in time") from None
+                if read is None:
+                    await conn.head
+                else:
+                    try:
+                        async with asyncio.timeout(read):
+                            await conn.head
+                    except TimeoutError:
+                        raise httpx.ReadTimeout("upstream did not answer in time") from None
             except httpx.RemoteProtocolError:
                 pool.release(conn, reusable=False)
                 # A kept-alive connection the server had just closed: nothing was
@@ -284,13 +347,43 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 pool.release(conn, reusable=False)
                 raise
-            return httpx.Response(
-                conn.status,
-                headers=conn.headers,
-                stream=_Body(pool, conn, timeouts.get("read")),
-                extensions={"http_version": b"HTTP/1.1"},
-            )
+            return conn
         raise AssertionError("unreachable")
+
+    async def exchange(
+        self, url: httpx.URL, data: bytes, *, connect_timeout: float | None = None
+    ) -> Reply:
+        """Send a whole request (:func:`request_bytes`) to ``url``'s host; read the whole reply.
+
+        No read timeout of its own: the caller bounds the call (``asyncio.timeout_at``).
+        Raises httpx's transport errors, like the httpx path.
+        """
+        pool = self._pool(url)
+        conn = await self._open(pool, data, connect_timeout, None)
+        try:
+            chunks = []
+            while (chunk := await conn.next_chunk()) is not None:
+                chunks.append(chunk)
+            reply = Reply(conn.status, conn.headers, b"".join(chunks))
+        except BaseException:
+            pool.release(conn, reusable=False)
+            raise
+        pool.release(conn, reusable=conn.keep_alive)
+        return reply
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        pool = self._pool(request.url)
+        body = await request.aread()
+        conn = await self._open(
+            pool, _head(request, body) + body, timeouts.get("connect"), timeouts.get("read")
+        )
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(pool, conn, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

@@ -33,7 +33,7 @@ from policies import (
 from proxy.breaker import CircuitBreaker, CircuitOpen
 from proxy.config import RetryConfig
 from proxy.metrics import ERROR_KINDS, ProxyMetrics, status_class
-from proxy.transport import LeanTransport
+from proxy.transport import LeanTransport, Reply, request_bytes, request_prefix
 from proxy.wire import Completion, RawResponse
 
 __all__ = ["UpstreamClient", "UpstreamStream", "error_kind"]
@@ -48,8 +48,11 @@ _FORWARD_PREFIXES = ("openai-", "x-ratelimit-")
 
 _decode_completion = msgspec.json.Decoder(Completion).decode
 
+# A whole response: httpx's, or the lean transport's (same attributes, none of the cost).
+Response = httpx.Response | Reply
 
-def _error_headers(response: httpx.Response) -> dict[str, str]:
+
+def _error_headers(response: Response) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in response.headers.items():
         lower = key.lower()
@@ -68,7 +71,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare from LLM servers; fall back to backoff
 
 
-def _upstream_message(response: httpx.Response) -> str:
+def _upstream_message(response: Response) -> str:
     try:
         body = msgspec.json.decode(response.content)
         message = body["error"]["message"]
@@ -96,7 +99,7 @@ def error_kind(exc: BaseException) -> str:
     return "server_error"
 
 
-def _status_error(name: str, response: httpx.Response) -> ApiError:
+def _status_error(name: str, response: Response) -> ApiError:
     status = response.status_code
     message = f"upstream {name!r} answered {status}: {_upstream_message(response)}"
     if status == 429:
@@ -147,6 +150,11 @@ class UpstreamClient:
         }
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        # The lean path's request bytes up to the body length, per target URL; built
+        # here for the main URL so a bad header value fails at start-up, not per call.
+        self._prefixes: dict[str | None, tuple[httpx.URL, bytes]] = {}
+        if lean is not None:
+            self._prefixes[None] = (self._url, request_prefix("POST", self._url, self.headers))
         self._default_timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.max_retries = max_retries
         self.retry = retry
@@ -213,22 +221,18 @@ class UpstreamClient:
 
     async def _attempt(
         self, content: bytes, deadline: float, *, stream: bool, url: str | None
-    ) -> httpx.Response:
-        """One call: breaker, semaphore, httpx; errors of ours only (status is not checked)."""
+    ) -> Response:
+        """One call: breaker, semaphore, transport; errors of ours only (status is not checked)."""
         self.breaker.before_call()
         verdict = False
         try:
             async with self._semaphore:
-                shard = self._pick()
                 started = time.perf_counter()
-                self._load[shard] += 1
                 try:
-                    # httpx's own timeouts bound each phase; this bounds the whole call
-                    # by the request's deadline, whatever the transport.
-                    async with asyncio.timeout_at(deadline):
-                        response = await self._send(shard, content, deadline, stream, url)
-                        if not stream:
-                            await response.aread()
+                    if self._lean is not None and not stream:
+                        response: Response = await self._exchange(content, deadline, url)
+                    else:
+                        response = await self._send_httpx(content, deadline, stream, url)
                 except TimeoutError:
                     # The client's deadline, not the upstream's fault: no breaker verdict.
                     raise UpstreamTimeout(
@@ -249,8 +253,6 @@ class UpstreamClient:
                         f"upstream {self.name!r} unreachable: {type(exc).__name__}",
                         code="upstream_connect",
                     ) from None
-                finally:
-                    self._load[shard] -= 1
                 self._duration.observe(time.perf_counter() - started)
                 self._requests[status_class(response.status_code)].inc()
                 verdict = True
@@ -262,6 +264,50 @@ class UpstreamClient:
         finally:
             if not verdict:
                 self.breaker.release()
+
+    async def _exchange(self, content: bytes, deadline: float, url: str | None) -> Reply:
+        """A whole call on the lean transport, bounded by the deadline and ``timeout_s``.
+
+        Raises TimeoutError at the request's deadline and httpx.ReadTimeout when the
+        upstream's own timeout comes first (only the latter is the upstream's fault).
+        """
+        assert self._lean is not None
+        target = self._prefixes.get(url)
+        if target is None:
+            parsed = self._url if url is None else httpx.URL(url)
+            target = self._prefixes[url] = (parsed, request_prefix("POST", parsed, self.headers))
+        now = asyncio.get_running_loop().time()
+        if deadline <= now:
+            raise TimeoutError
+        upstream_end = now + self.timeout_s
+        try:
+            async with asyncio.timeout_at(min(deadline, upstream_end)):
+                return await self._lean.exchange(
+                    target[0],
+                    request_bytes(target[1], content),
+                    connect_timeout=min(self.connect_timeout_s, self.timeout_s),
+                )
+        except TimeoutError:
+            if upstream_end < deadline:
+                raise httpx.ReadTimeout(f"upstream {self.name!r} timed out") from None
+            raise
+
+    async def _send_httpx(
+        self, content: bytes, deadline: float, stream: bool, url: str | None
+    ) -> httpx.Response:
+        """A call through httpx (streams, TLS upstreams, or ``upstream_transport = "httpx"``)."""
+        shard = self._pick()
+        self._load[shard] += 1
+        try:
+            # httpx's own timeouts bound each phase; this bounds the whole call by the
+            # request's deadline, whatever the transport.
+            async with asyncio.timeout_at(deadline):
+                response = await self._send(shard, content, deadline, stream, url)
+                if not stream:
+                    await response.aread()
+                return response
+        finally:
+            self._load[shard] -= 1
 
     async def _send(
         self, shard: int, content: bytes, deadline: float, stream: bool, url: str | None
@@ -301,7 +347,7 @@ class UpstreamClient:
 
     async def _call(
         self, content: bytes, deadline: float, *, stream: bool = False, url: str | None = None
-    ) -> httpx.Response:
+    ) -> Response:
         """Call with retries; returns the last response (2xx, or a non-retryable status)."""
         attempt = 0
         while True:
@@ -373,6 +419,7 @@ class UpstreamClient:
     async def open_stream(self, content: bytes, *, deadline: float) -> UpstreamStream | RawResponse:
         """Pass-through streaming: an open stream on 2xx, else the raw error response."""
         response = await self._call(content, deadline, stream=True)
+        assert isinstance(response, httpx.Response)  # streams always go through httpx
         if response.status_code >= 300:
             body = await response.aread()
             await response.aclose()
