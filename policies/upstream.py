@@ -59,10 +59,17 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """The key from the environment; ConfigError if the variable is named but unset."""
         if self.api_key_env is None:
             return None
-        key = os.environ.get(self.api_key_env)
+        # Surrounding whitespace is dropped: a key read from a mounted secret file
+        # usually ends with a newline.
+        key = os.environ.get(self.api_key_env, "").strip()
         if not key:
             raise ConfigError(
                 f"upstream {self.name!r}: environment variable {self.api_key_env} is not set; "
                 f"export it with the upstream's API key"
+            )
+        if not key.isprintable() or " " in key:
+            raise ConfigError(
+                f"upstream {self.name!r}: environment variable {self.api_key_env} holds "
+                f"spaces or control characters inside the key; it cannot go in a header"
             )
         return key

@@ -86,4 +86,9 @@ def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         spec.api_key()
     monkeypatch.setenv("IAPO_TEST_KEY", "sk-test")
     assert spec.api_key() == "sk-test"
+    monkeypatch.setenv("IAPO_TEST_KEY", "sk-test\n")  # a mounted secret file's newline
+    assert spec.api_key() == "sk-test"
+    monkeypatch.setenv("IAPO_TEST_KEY", "sk-test\r\nx-injected: 1")
+    with pytest.raises(ConfigError, match="control characters"):
+        spec.api_key()
     assert UpstreamSpec(base_url="http://x/v1", model="m").api_key() is None

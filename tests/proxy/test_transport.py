@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from proxy.transport import LeanTransport
+from proxy.transport import LeanTransport, request_bytes, request_prefix
 
 Reply = Callable[[bytes], bytes | None]  # request bytes -> response bytes (None: hang up)
 
@@ -146,3 +146,39 @@ async def test_https_is_refused() -> None:
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
         with pytest.raises(httpx.UnsupportedProtocol):
             await client.post("https://example.invalid/", content=b"{}")
+
+
+async def test_exchange_reads_whole_replies_on_one_kept_alive_connection() -> None:
+    seen: list[bytes] = []
+    big = b"x" * (3 << 20)  # past the transport's pause-reading mark: must not stall
+
+    def reply(request: bytes) -> bytes:
+        seen.append(request)
+        body = big if request.endswith(b"big") else b'{"ok":true}'
+        return ok(body)(request)  # type: ignore[return-value]
+
+    transport = LeanTransport()
+    async with raw_server(reply) as (url, connections):
+        target = httpx.URL(url + "/v1/chat/completions")
+        prefix = request_prefix("POST", target, {"authorization": "Bearer k"})
+        small = await transport.exchange(target, request_bytes(prefix, b"{}"))
+        async with asyncio.timeout(10):
+            large = await transport.exchange(target, request_bytes(prefix, b"big"))
+        await transport.aclose()
+    assert (small.status_code, small.content) == (200, b'{"ok":true}')
+    assert small.headers["content-type"] == "application/json"
+    assert large.content == big
+    assert len(connections) == 1
+    host = url.removeprefix("http://").encode()
+    assert seen[0] == (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: " + host + b"\r\n"
+        b"authorization: Bearer k\r\ncontent-length: 2\r\n\r\n{}"
+    )
+
+
+def test_request_prefix_refuses_header_injection_and_https() -> None:
+    target = httpx.URL("http://up.test/v1")
+    with pytest.raises(ValueError, match="line break"):
+        request_prefix("POST", target, {"authorization": "Bearer k\r\nx-evil: 1"})
+    with pytest.raises(httpx.UnsupportedProtocol):
+        request_prefix("POST", httpx.URL("https://up.test/v1"), {})
