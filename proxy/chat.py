@@ -35,6 +35,15 @@ __all__ = ["ClientGone", "handle_chat"]
 
 logger = logging.getLogger(__name__)
 
+# The x-iapo-* headers a streamed answer repeats in its final summary event.
+_SUMMARY = (
+    "x-iapo-samples",
+    "x-iapo-cost",
+    "x-iapo-agreement",
+    "x-iapo-score",
+    "x-iapo-unranked",
+)
+
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's code for "the client went away first"; only ever logged
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -342,9 +351,7 @@ def _stream_task(
             choices=[(s.text, s.finish_reason) for s in answer.choices],
             usage=answer.usage if view.include_usage else None,
             summary={
-                k.removeprefix("x-iapo-"): v
-                for k, v in answer.headers.items()
-                if k in ("x-iapo-samples", "x-iapo-cost", "x-iapo-agreement", "x-iapo-score")
+                k.removeprefix("x-iapo-"): v for k, v in answer.headers.items() if k in _SUMMARY
             },
         )
 

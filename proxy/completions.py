@@ -7,7 +7,8 @@
 The tier's caps (``max_n``, ``max_cost``) reduce N before anything is sent, and the
 ``x-iapo-n-capped`` header says so. If some samples fail the rest are aggregated;
 if all fail, the error keeps the upstream's class (429 with ``retry-after``, 503,
-504, else 502).
+504, else 502). If the reward service fails, Best-of-N answers with the first
+sample and ``x-iapo-unranked`` says why.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from proxy.requestlog import RequestRecord
 from proxy.sampling import Sample, SamplingResult, draw_samples
 from proxy.service import ProxyService
 from proxy.tasks import ServedTask
+from proxy.upstream import error_kind
 
 __all__ = ["Answer", "TaskCall", "all_failed"]
 
@@ -135,6 +137,8 @@ class TaskCall:
         self.result: SamplingResult | None = None
         self.agreement: float | None = None
         self.score: float | None = None
+        # Why Best-of-N answered unranked (the reward service failed), for the client.
+        self.unranked: str | None = None
         self.unextractable = 0
 
     def _upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +216,8 @@ class TaskCall:
             headers["x-iapo-agreement"] = f"{self.agreement:.4f}"
         if self.score is not None:
             headers["x-iapo-score"] = f"{self.score:.6g}"
+        if self.unranked is not None:
+            headers["x-iapo-unranked"] = self.unranked
         if result.early_stopped:
             headers["x-iapo-early-stopped"] = "true"
         return Answer(
@@ -245,6 +251,7 @@ class TaskCall:
             logger.warning(
                 "task %s: reward service failed, answering sample 0: %s", self.served.name, exc
             )
+            self.unranked = f"reward service failed ({error_kind(exc)})"
             return _distinct(samples)
         weights = weight_vector(scorer.objectives, self.tier.objective_weights)
         outcome = best_of_n(matrix, weights, self.service.rng)

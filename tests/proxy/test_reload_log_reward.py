@@ -199,6 +199,7 @@ async def test_best_of_n_falls_back_to_a_sample_when_the_reward_service_fails(
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "first"
     assert "x-iapo-score" not in response.headers
+    assert response.headers["x-iapo-unranked"] == "reward service failed (server_error)"
     assert 'iapo_upstream_requests_total{status_class="5xx",upstream="reward"} 1.0' in metrics
 
 

@@ -37,6 +37,7 @@ async def test_a_healthy_reward_service_picks_the_best_sample(tmp_path: Path) ->
     for response in responses:
         assert response.status_code == 200, response.text
         assert response.headers["x-iapo-samples"] == "4/4"
+        assert "x-iapo-unranked" not in response.headers
         content = response.json()["choices"][0]["message"]["content"]
         # the answer is a "42" sample exactly when one was drawn (score 1, else all 0)
         assert ("\\boxed{42}" in content) == (response.headers.get("x-iapo-score") == "1")
@@ -53,5 +54,6 @@ async def test_reward_faults_fall_back_to_an_unranked_answer(tmp_path: Path, fau
     assert response.status_code == 200, response.text
     assert response.headers["x-iapo-samples"] == "4/4"
     assert "x-iapo-score" not in response.headers
+    assert response.headers["x-iapo-unranked"].startswith("reward service failed (")
     assert response.json()["choices"][0]["message"]["content"].endswith("\\boxed{42}.")
     assert upstream.stats.reward_requests >= 1
