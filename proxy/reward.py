@@ -8,9 +8,13 @@ or a cross-encoder ``--task score``), which yields one objective:
 
 - URL ending in ``/score``: ``{"model", "text_1": question, "text_2": [candidates]}``
   → ``{"data": [{"index": i, "score": s}]}``;
-- otherwise (``/pooling``): ``{"model", "input": ["question\\n\\ncandidate", ...]}``
-  → ``{"data": [{"index": i, "data": ...}]}``; a reward model may return one value
-  or one per token, so the last value is the candidate's reward.
+- otherwise (``/pooling``): one call per candidate, in parallel, with the conversation
+  and the candidate as the assistant's turn, ``{"model", "messages": [..., {"role":
+  "assistant", "content": candidate}]}``, so vLLM applies the reward model's own chat
+  template (reward models are trained on it; plain concatenated text scores wrongly)
+  → ``{"data": [{"index": 0, "data": ...}]}``. A reward model may return one value or
+  one per token, so the last value is the candidate's reward. A failed call leaves
+  its candidate unscored; if every call fails, the first error is raised.
 
 Both return an (N, K) float matrix in the order of ``spec.objectives``; a candidate
 the service did not score is a NaN row, so Best-of-N picks among the others.
@@ -18,6 +22,7 @@ the service did not score is a NaN row, so Best-of-N picks among the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
@@ -27,7 +32,14 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from policies import RewardRequest, RewardResponse, RewardSpec, UpstreamError, question_of
+from policies import (
+    ApiError,
+    RewardRequest,
+    RewardResponse,
+    RewardSpec,
+    UpstreamError,
+    question_of,
+)
 from proxy.upstream import UpstreamClient
 
 __all__ = ["RewardScorer"]
@@ -111,27 +123,62 @@ class RewardScorer:
     async def _score_vllm(
         self, messages: Sequence[dict[str, Any]], candidates: Sequence[str], deadline: float
     ) -> npt.NDArray[np.float64]:
-        question = question_of(messages)
+        if not self.spec.url.rstrip("/").endswith("/score"):
+            return await self._score_pooling(messages, candidates, deadline)
         matrix = np.full((len(candidates), 1), np.nan)
-        if self.spec.url.rstrip("/").endswith("/score"):
-            payload: dict[str, Any] = {"text_1": question, "text_2": list(candidates)}
-            decoder: type[_ScoreResponse] | type[_PoolingResponse] = _ScoreResponse
-        else:
-            payload = {"input": [f"{question}\n\n{c}" for c in candidates]}
-            decoder = _PoolingResponse
+        payload: dict[str, Any] = {"text_1": question_of(messages), "text_2": list(candidates)}
         if self.spec.model is not None:
             payload["model"] = self.spec.model
         body = await self.client.post_json(
             self.spec.url, msgspec.json.encode(payload), deadline=deadline
         )
         try:
-            response = msgspec.json.decode(body, type=decoder)
-            for item in response.data:
-                value = item.score if isinstance(item, _ScoreItem) else _last_value(item.data)
-                if 0 <= item.index < len(candidates) and math.isfinite(value):
-                    matrix[item.index, 0] = value
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise self._bad(f"not a vLLM score/pooling response: {exc}") from None
+            for item in msgspec.json.decode(body, type=_ScoreResponse).data:
+                if 0 <= item.index < len(candidates) and math.isfinite(item.score):
+                    matrix[item.index, 0] = item.score
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._bad(f"not a vLLM score response: {exc}") from None
+        return matrix
+
+    async def _score_pooling(
+        self, messages: Sequence[dict[str, Any]], candidates: Sequence[str], deadline: float
+    ) -> npt.NDArray[np.float64]:
+        async def one(candidate: str) -> float:
+            payload: dict[str, Any] = {
+                "messages": [*messages, {"role": "assistant", "content": candidate}]
+            }
+            if self.spec.model is not None:
+                payload["model"] = self.spec.model
+            body = await self.client.post_json(
+                self.spec.url, msgspec.json.encode(payload), deadline=deadline
+            )
+            try:
+                data = msgspec.json.decode(body, type=_PoolingResponse).data
+                if not data:
+                    raise ValueError("no data")
+                return _last_value(data[0].data)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                raise self._bad(f"not a vLLM pooling response: {exc}") from None
+
+        results = await asyncio.gather(*(one(c) for c in candidates), return_exceptions=True)
+        matrix = np.full((len(candidates), 1), np.nan)
+        errors: list[ApiError] = []
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException):
+                if not isinstance(result, ApiError):
+                    raise result
+                errors.append(result)
+            elif math.isfinite(result):
+                matrix[i, 0] = result
+        if errors and len(errors) == len(candidates):
+            raise errors[0]
+        if errors:
+            logger.info(
+                "reward service %s: %d of %d calls failed",
+                self.spec.url,
+                len(errors),
+                len(candidates),
+            )
         return matrix
 
     def _bad(self, why: str) -> UpstreamError:

@@ -158,20 +158,28 @@ async def test_vllm_score_and_pooling_adapters() -> None:
             return httpx.Response(
                 200, json={"data": [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]}
             )
-        return httpx.Response(
-            200, json={"data": [{"index": 0, "data": [[0.1], [0.7]]}, {"index": 1, "data": 0.3}]}
-        )
+        # /pooling: one conversation per call; a reward per token (last counts) or one value
+        answer = body["messages"][-1]["content"]
+        data = {"a": [[0.1], [0.7]], "b": 0.3}.get(answer)
+        if data is None:
+            return httpx.Response(500, json={"error": {"message": "boom"}})
+        return httpx.Response(200, json={"data": [{"index": 0, "data": data}]})
 
     client = reward_client(handler)
     score = RewardScorer(RewardSpec(url="http://rm.test/score", kind="vllm", model="rm"), client)
     pooling = RewardScorer(RewardSpec(url="http://rm.test/pooling", kind="vllm"), client)
     assert (await score.score(MESSAGES, ["a", "b"], deadline=deadline())).tolist() == [[0.1], [0.9]]
-    assert (await pooling.score(MESSAGES, ["a", "b"], deadline=deadline())).tolist() == [
-        [0.7],
-        [0.3],
-    ]
     assert bodies[0] == {"text_1": "2+2?", "text_2": ["a", "b"], "model": "rm"}
-    assert bodies[1] == {"input": ["2+2?\n\na", "2+2?\n\nb"]}
+    bodies.clear()
+    matrix = await pooling.score(MESSAGES, ["a", "b", "c"], deadline=deadline())
+    assert matrix[:2].tolist() == [[0.7], [0.3]]
+    assert np.isnan(matrix[2, 0])  # its call failed: unscored, the others still count
+    # the reward model's chat template applies: the conversation plus the candidate's turn
+    assert sorted(bodies, key=str)[0] == {
+        "messages": [*MESSAGES, {"role": "assistant", "content": "a"}]
+    }
+    with pytest.raises(UpstreamError):
+        await pooling.score(MESSAGES, ["c", "d"], deadline=deadline())
 
 
 async def test_malformed_reward_response_is_an_upstream_error() -> None:
