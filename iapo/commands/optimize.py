@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import hashlib
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,16 @@ def run(args: argparse.Namespace) -> int:
             _optimize(args, console, task, ReplaySampler(table, rng), rng, str(args.replay))
         )
     else:
-        result = asyncio.run(_live(args, console, rng, _prepare_live(args)))
+        prepared = _prepare_live(args)
+        try:
+            result = asyncio.run(_live(args, console, rng, prepared))
+        except _Terminated:
+            print(
+                f"iapo optimize: terminated; every sample answered so far is in "
+                f"{prepared[4]}: run the same command again to resume without paying twice",
+                file=sys.stderr,
+            )
+            return 128 + signal.SIGTERM
     save_policy(result.policy, args.out)
     sidecar = save_estimates(result.estimates, args.out)
     _print_tables(console, result)
@@ -142,6 +152,18 @@ async def _live(
 ) -> OptimizationResult:
     task_file, task, rows, run_key, cache_path = prepared
     cache = await SampleCache.open(cache_path)
+    # SIGTERM (a scheduler stopping the job) cancels the run like Ctrl-C: calls in
+    # flight are dropped, the cache is closed cleanly and the exit code says so.
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        if main is not None:
+            main.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     try:
         limits = httpx.Limits(max_connections=task_file.upstream.max_concurrency)
         async with httpx.AsyncClient(limits=limits) as client:
@@ -155,8 +177,17 @@ async def _live(
                 f"{sampler.completion_tokens} completion; cost {sampler.cost:.6g}"
             )
             return result
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         await cache.close()
+
+
+class _Terminated(Exception):
+    """A live run stopped by SIGTERM."""
 
 
 def _replace(task: TaskSpec, **changes: Any) -> TaskSpec:

@@ -326,6 +326,9 @@ async def test_sigterm_of_a_live_optimize_loses_no_stored_sample_and_resumes(
         served_second = upstream.stats.choices_served - served_first
     assert 40 <= stored_before <= stored_after_kill < budget
     assert integrity == "ok"
+    # a clean stop, not a kill: the exit code says SIGTERM and the log says how to resume
+    assert first.returncode == 128 + signal.SIGTERM, (tmp_path / "first.log").read_text()
+    assert "run the same command again" in (tmp_path / "first.log").read_text()
     assert code == 0, (tmp_path / "second.log").read_text()
     stored_final = cache_rows(cache)
     # the resumed run paid only for samples the cache did not have: nothing twice
