@@ -170,8 +170,14 @@ async def drive(
     duration_s: float,
     warmup_s: float,
     fanout: int = 1,
+    stagger_s: float = 0.0,
 ) -> LoadResult:
-    """``concurrency`` workers; each request is ``fanout`` parallel calls (direct fan-out)."""
+    """``concurrency`` workers; each request is ``fanout`` parallel calls (direct fan-out).
+
+    Worker ``i`` starts ``i/concurrency`` of ``stagger_s`` late: independent clients are
+    not phase-locked, and with a fixed upstream latency workers that start together stay
+    together, so every response of every worker lands in the same millisecond.
+    """
     request = _request_bytes(port, body, headers)
     latencies: list[float] = []
     counts = {"errors": 0, "total": 0}
@@ -179,8 +185,9 @@ async def drive(
     start = loop.time()
     measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(fanout)]
+        await asyncio.sleep(stagger_s * index / concurrency)
 
         async def call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
             writer.write(request)
@@ -203,7 +210,7 @@ async def drive(
             for _, writer in conns:
                 writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     if not latencies:
         return LoadResult(0, counts["errors"], 0.0, float("nan"), float("nan"), counts["total"])
     ms = np.asarray(latencies) * 1000
@@ -363,6 +370,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, object]]:
                             duration_s=args.duration,
                             warmup_s=args.warmup,
                             fanout=fanout,
+                            stagger_s=args.latency,
                         )
                     )
                     before = cpu_seconds(proxy_pid)
@@ -374,6 +382,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, object]]:
                             concurrency=concurrency,
                             duration_s=args.duration,
                             warmup_s=args.warmup,
+                            stagger_s=args.latency,
                         )
                     )
                     cpu = cpu_seconds(proxy_pid) - before

@@ -62,35 +62,39 @@ class ShuttingDown(UpstreamUnavailable):
 async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first; then cancel it and raise ClientGone.
 
-    If the server cancels the request itself (uvicorn does when the drain bound passes
-    at shutdown), the client gets an honest 503 instead of the server's plain-text 500.
+    ``work`` runs in this task (no task of its own: one hop less through a busy event
+    loop on every request); a watcher cancels this task if the client goes away. If the
+    server cancels the request itself (uvicorn does when the drain bound passes at
+    shutdown), the client gets an honest 503 instead of the server's plain-text 500.
     """
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(request.receive())
-    try:
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
         try:
-            done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            raise ShuttingDown(
-                "the proxy is shutting down and could not finish this request in time; retry it",
-                retry_after=1,
-            ) from None
-        if task in done:
-            return task.result()
-        if watch.result().get("type") != "http.disconnect":
-            return await task
-        task.cancel()
-        await asyncio.wait((task,))
-        raise ClientGone
+            message = await request.receive()
+        except Exception:  # the server's receive failing is not a disconnect we can act on
+            return
+        if message.get("type") == "http.disconnect":
+            # Only runs while this task is suspended, which is inside ``await work``.
+            gone = True
+            current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        current.uncancel()
+        if gone:
+            raise ClientGone from None
+        raise ShuttingDown(
+            "the proxy is shutting down and could not finish this request in time; retry it",
+            retry_after=1,
+        ) from None
     finally:
-        if not watch.done():
-            watch.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))
+        watcher.cancel()
 
 
 def on_disconnect(
