@@ -116,10 +116,13 @@ async def draw_samples(
         if not top_up:
             result.launched += k
 
+    when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
         launch(next_wave(counts, n) if stopping else n)
         while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # Without early stopping nothing is decided before the last call is in: one
+            # wake-up when all are done, not one per call through a busy event loop.
+            done, _ = await asyncio.wait(pending, return_when=when)
             for task in done:
                 size = pending.pop(task)
                 error = task.exception()
