@@ -147,6 +147,16 @@ async def draw_samples(
                 launch(next_wave(counts, unanswered) if stopping else still)
     finally:
         if pending:
+            # Calls that ended while others were awaited still count, and are billed.
+            for task in [t for t in pending if t.done() and not t.cancelled()]:
+                size = pending.pop(task)
+                error = task.exception()
+                if error is None:
+                    _collect(task.result(), size, result, counts, extractor)
+                else:
+                    result.failed += size
+                    if isinstance(error, ApiError):
+                        result.errors.append(error)
             result.cancelled = sum(pending.values())
             for task in pending:
                 task.cancel()
