@@ -245,7 +245,9 @@ class FaultUpstream:
             self.stats.bad_requests += 1
             return await conn.respond(400, error_body(400, "body must be a JSON chat request"))
         raw_n = body.get("n", 1)
-        n = raw_n if isinstance(raw_n, int) and 1 <= raw_n <= 128 else 1
+        # bool is an int in Python: ``"n": true`` must not become one choice of ``True``
+        valid = isinstance(raw_n, int) and not isinstance(raw_n, bool) and 1 <= raw_n <= 128
+        n = raw_n if valid else 1
         plan = self._plan
         choices = 1 if plan.ignore_n else (math.ceil(n / 2) if plan.fewer_choices and n > 1 else n)
         texts = message_texts(body["messages"])

@@ -48,6 +48,16 @@ async def test_answers_n_choices_the_openai_sdk_parses() -> None:
     assert upstream.received[0].n == 4
 
 
+@pytest.mark.parametrize("n", [True, 0, 129, "4", 2.0])
+async def test_an_unusable_n_is_one_choice_not_a_crash(n: object) -> None:
+    # the fuzz suite forwards such bodies through pass-through; a crash here reset the
+    # connection and tripped the proxy's breaker
+    async with FaultUpstream(FaultPlan()) as upstream:
+        response = await post(upstream, {**CHAT, "n": n})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 1
+
+
 @pytest.mark.parametrize(
     ("plan", "expected"), [({"ignore_n": True}, 1), ({"fewer_choices": True}, 3)]
 )
