@@ -102,14 +102,23 @@ async def draw_samples(
 
     requested = 0  # samples asked for so far, top-ups included: the next seed offset
 
+    # Without a seed the calls of one size are the same bytes: encode them once (a long
+    # conversation fanned out N ways would otherwise be encoded N times).
+    encoded: dict[int, bytes] = {}
+
+    def content(size: int, call_seed: int | None) -> bytes:
+        if call_seed is not None:
+            return msgspec.json.encode(_call_body(body, size, call_seed))
+        if size not in encoded:
+            encoded[size] = msgspec.json.encode(_call_body(body, size, None))
+        return encoded[size]
+
     def launch(k: int, *, top_up: bool = False) -> None:
         nonlocal requested
         calls = [k] if (supports_n and not top_up) or k == 1 else [1] * k
         for size in calls:
             call_seed = None if seed is None else seed + requested
-            task = asyncio.ensure_future(
-                client.chat(_call_body(body, size, call_seed), deadline=deadline)
-            )
+            task = asyncio.ensure_future(client.chat(content(size, call_seed), deadline=deadline))
             pending[task] = size
             requested += size
             result.calls += 1

@@ -387,9 +387,11 @@ class UpstreamClient:
 
     # -- what the proxy calls ---------------------------------------------------------
 
-    async def chat(self, body: dict[str, Any], *, deadline: float) -> Completion:
-        """A chat completion; raises our ApiError subclasses on any failure."""
-        response = await self._call(msgspec.json.encode(body), deadline)
+    async def chat(self, body: dict[str, Any] | bytes, *, deadline: float) -> Completion:
+        """A chat completion (``body`` as a dict or already JSON-encoded); raises our
+        ApiError subclasses on any failure."""
+        content = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        response = await self._call(content, deadline)
         if response.status_code >= 300:
             raise _status_error(self.name, response)
         try:
