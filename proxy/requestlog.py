@@ -144,6 +144,8 @@ class RequestLog:
             self.written += len(rows)
         except Exception:
             logger.exception("request log: could not write %d rows", len(rows))
+            with contextlib.suppress(Exception):
+                await self._db.rollback()  # no half batch rides along with the next commit
 
     async def _run(self) -> None:
         while True:

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from policies import RewardSpec, SqlitePolicyStore, UpstreamError, encode_policy, save_policy
+from proxy.config import RequestLogConfig
+from proxy.requestlog import RequestLog, RequestRecord
 from proxy.reward import RewardScorer
 from proxy.upstream import UpstreamClient
 from tests.proxy.conftest import chat_body, make_config, make_policy, running_proxy
@@ -225,3 +227,15 @@ async def test_policy_for_another_task_is_rejected_and_logged_once(
         response = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
     assert caplog.text.count("new policy rejected") == 1
     assert response.headers["x-iapo-policy"] == label
+
+
+async def test_request_log_writes_every_row_of_a_batch_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    log = await RequestLog.open(RequestLogConfig(path=str(path), flush_interval_s=0.01))
+    for i in range(75):
+        log.record(RequestRecord(ts=float(i), task="t", samples_launched=i, cost=i / 8))
+    await log.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT ts, task, samples_launched, cost FROM request_log").fetchall()
+    assert sorted(rows) == [(float(i), "t", i, i / 8) for i in range(75)]
+    assert log.written == 75
