@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import msgspec
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from iapo.testing import free_port, wait_ready  # noqa: E402
 from policies import (  # noqa: E402
     BudgetSpent,
     ExtractorSpec,
@@ -227,12 +226,6 @@ async def drive(
 # -- orchestration -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -306,16 +299,6 @@ path = "requests.sqlite"
     return config
 
 
-def wait_ready(url: str, timeout_s: float = 20.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
 SCENARIOS = (
     # name, proxy headers, direct body n, direct fan-out
     ("pass-through", {}, 1, 1),
@@ -352,7 +335,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, object]]:
         ]
         rows: list[dict[str, object]] = []
         try:
-            wait_ready(f"http://127.0.0.1:{proxy_port}/readyz")
+            wait_ready(f"http://127.0.0.1:{proxy_port}/readyz", proc=procs[1])
             proxy_pid = procs[1].pid
             for name, headers, n, fanout in SCENARIOS:
                 if args.scenario and name not in args.scenario:

@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from iapo.testing import free_port, wait_ready
 from policies import (
     BudgetSpent,
     ExtractorSpec,
@@ -76,13 +76,6 @@ class Soak:
     rng: np.random.Generator
     outcomes: list[Outcome] = field(default_factory=list)
     next_id: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_policy(path: Path) -> None:
@@ -247,20 +240,6 @@ async def drive(
     return soak.outcomes, rss
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the proxy exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the proxy did not become ready in time")
-
-
 def log_rows(path: Path) -> dict[str, int]:
     """Rows of the proxy's request log by task (``passthrough`` for pass-through rows)."""
     if not path.exists():
@@ -400,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=env,
             )
             base = f"http://127.0.0.1:{port}"
-            wait_ready(base, proxy)
+            wait_ready(base + "/readyz", proc=proxy, timeout_s=60)
             print(
                 f"soak: {args.minutes} min, concurrency {args.concurrency}, "
                 f"faults {args.fault_rate:.0%}, files in {workdir}"

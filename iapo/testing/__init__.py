@@ -14,6 +14,7 @@ from iapo.testing.plan import (
     pick_fault,
     request_tag,
 )
+from iapo.testing.process import free_port, wait_ready
 from iapo.testing.upstream import FaultStats, FaultUpstream, ReceivedRequest
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "FaultUpstream",
     "ReceivedRequest",
     "fault_from_marker",
+    "free_port",
     "pick_fault",
     "request_tag",
+    "wait_ready",
 ]

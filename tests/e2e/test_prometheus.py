@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import openai
 import pytest
 import yaml
 
+from iapo.testing import free_port
 from policies import load_policy
 from tests.deploy.promql import (
     ALERTS,
@@ -50,13 +50,6 @@ REPLICAS = 2
 # Requests per tier, spread over the replicas; each is served with the policy's (prompt, N).
 TRAFFIC = {"economy": 3, "standard": 2, "premium": 1}
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = DEADLINE_S) -> T:
@@ -125,7 +118,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "IAPO_API_KEYS": KEY}
     processes: list[Process] = []
     try:
-        sim_port = _free_port()
+        sim_port = free_port()
         simulator = Process(
             "iapo simulate",
             _iapo("simulate", "--host", "127.0.0.1", "--port", str(sim_port)),
@@ -149,7 +142,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         proxies: list[Process] = []
         ports: list[int] = []
         for replica in range(REPLICAS):
-            ports.append(_free_port())
+            ports.append(free_port())
             argv = _iapo("serve", "--config", str(config), "--host", "127.0.0.1")
             replica_env = {**env, "IAPO_REQUEST_LOG": str(tmp_path / f"log-{replica}.sqlite")}
             proxies.append(
@@ -175,7 +168,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "scrape_configs": [job],
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-        prom_port = _free_port()
+        prom_port = free_port()
         prometheus = Process(
             "prometheus",
             [
@@ -330,7 +323,7 @@ def test_healthcheck_of_the_image_passes_against_the_proxy(stack: dict[str, Any]
     assert healthy.returncode == 0
     unhealthy = subprocess.run(
         argv,
-        env={**os.environ, "IAPO_PORT": str(_free_port())},
+        env={**os.environ, "IAPO_PORT": str(free_port())},
         capture_output=True,
         timeout=15,
         check=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import NamedTuple
 import httpx
 import pytest
 
+from iapo.testing import free_port
 from policies import encode_policy, save_policy
 from tests.reliability.conftest import (
     AUTH,
@@ -33,13 +33,6 @@ from tests.reliability.conftest import (
 
 ECONOMY = {**TASK, "x-iapo-tier": "economy"}
 PREMIUM = {**TASK, "x-iapo-tier": "premium"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_toml(tmp_path: Path, upstream_url: str, port: int, drain_s: float = 20) -> Path:
