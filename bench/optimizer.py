@@ -8,6 +8,7 @@ unlimited budget would pick on the 80%. Averaged over tiers and seeds; next to i
 the samples each method actually spent (mean and max).
 
     .venv/bin/python bench/optimizer.py --seeds 20 --budgets 500,1000,3000,10000
+    .venv/bin/python bench/optimizer.py --first-seed 100 --seeds 100 --paired sh-pooled
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tiers", default="economy=1.0,standard=0.2,premium=0")
     parser.add_argument("--n-max", type=int, default=32)
+    parser.add_argument(
+        "--paired",
+        metavar="METHOD",
+        help="also print each method's difference to METHOD, paired over seeds (± its SE)",
+    )
     args = parser.parse_args()
     logging.getLogger("optimizer").setLevel(logging.ERROR)  # plan warnings: expected here
     table = load_table(args.table).merged()
@@ -133,6 +139,17 @@ def main() -> int:
                 f"{max(spent[(method, b)]):<6d}{seconds[(method, b)] / args.seeds:5.2f}s"
             )
         print(f"{method:<15}" + "".join(f"{c:>30}" for c in cells))
+    if args.paired in methods:
+        print(f"difference to {args.paired} in points, paired over seeds, ± standard error")
+        for method in methods:
+            if method == args.paired:
+                continue
+            cells = []
+            for b in budgets:
+                d = (np.array(share[(method, b)]) - np.array(share[(args.paired, b)])) * 100
+                se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
+                cells.append(f"{d.mean():+6.2f} ±{se:4.2f}")
+            print(f"{method:<15}" + "".join(f"{c:>30}" for c in cells))
     return 0
 
 

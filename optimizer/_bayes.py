@@ -9,6 +9,13 @@ distinct one-off answers) on a grid; a prior over the grid is fitted to all quer
 sampled so far by EM (the nonparametric maximum-likelihood prior); each query's
 credit at every N is its posterior mean of the exact credit under θ.
 
+A query's votes are summarised the same way, its wrong answers sorted by count, and by
+default scored as if the observed top wrong answer were θ's top wrong answer. With one
+or two samples a query that biases the prior toward concentrated wrong answers (a
+lone wrong vote is likelier under a large w1), so large-N credits come out low; the
+label-symmetric likelihood (``symmetric=True``) sums over which of θ's answers the
+observed ones are.
+
 Short math names inside: ``g, w1, w2, r`` the four masses, ``J`` grid points.
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from math import lgamma
 from pathlib import Path
@@ -129,6 +137,40 @@ def _likelihood_f(summaries: Array, log_grid: Array) -> Array:
     return out
 
 
+def _likelihood_sym(summaries: npt.NDArray[np.generic], log_grid: Array) -> Array:
+    """:func:`_likelihood` without the labelling bias: the observed top and second
+    wrong answers may be any two of the model's answers (w1, w2 or a one-off, which only
+    a single vote can be), so a lone wrong vote has likelihood w1 + w2 + r, not w1.
+
+    Summing over the labellings matters when a query has one or two samples: scoring a
+    lone wrong vote as w1 makes the fitted prior believe wrong answers are concentrated,
+    which drags every large-N credit down. Works for fractional (discounted) votes too.
+    """
+    s = np.asarray(summaries, dtype=np.float64)
+    a, b, c, rest = (s[:, i : i + 1] for i in range(4))
+    lg, l1, l2, lr = (log_grid[:, i][None, :] for i in range(4))
+    base = a * lg + rest * lr
+    lone_b = (b > 0) & (b <= 1 + 1e-9)
+    lone_c = (c > 0) & (c <= 1 + 1e-9)
+    off = -np.inf
+    terms = np.stack(
+        [
+            b * l1 + c * l2,
+            np.where(b > 0, b * l2 + c * l1, off),
+            np.where(lone_c, b * l1 + c * lr, off),
+            np.where(lone_c, b * l2 + c * lr, off),
+            np.where(lone_b & lone_c, b * lr + c * l1, off),
+            np.where(lone_b & lone_c, b * lr + c * l2, off),
+            np.where(lone_b & ((c == 0) | lone_c), (b + c) * lr, off),
+        ]
+    )
+    top = terms.max(axis=0)
+    log_like = base + top + np.log(np.exp(terms - top).sum(axis=0))
+    log_like -= log_like.max(axis=1, keepdims=True)
+    out: Array = np.exp(log_like)
+    return out
+
+
 def _fit(
     like: Array, weight: Array, prior: Array, iterations: int, anchor: Array | None, strength: float
 ) -> Array:
@@ -154,6 +196,7 @@ def eb_credit(
     iterations: int = EM_ITERATIONS,
     group_priors: dict[int, Array] | None = None,
     borrowed: Array | None = None,
+    symmetric: bool = False,
 ) -> tuple[Array, Array]:
     """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
 
@@ -166,6 +209,7 @@ def eb_credit(
     ``borrowed`` (M, w): discounted votes of *other* prompts on the row's query, code
     by code (a power prior, see :mod:`optimizer.xprompt`); the priors are fitted on the
     rows' own votes only, and each row's posterior also weighs the borrowed votes.
+    ``symmetric``: score summaries with :func:`_likelihood_sym` (no labelling bias).
     Returns the credits and the pooled prior.
     """
     grid = _grid()
@@ -175,13 +219,14 @@ def eb_credit(
     start = prior if prior is not None else np.full(grid.shape[0], 1.0 / grid.shape[0])
     # Queries with the same summary share a likelihood: fit the pooled prior on distinct ones.
     summaries, counts_of = np.unique(summary, axis=0, return_counts=True)
+    likelihood = _likelihood_sym if symmetric else _likelihood
     pooled = _fit(
-        _likelihood(summaries, log_grid), counts_of.astype(np.float64), start, iterations, None, 0.0
+        likelihood(summaries, log_grid), counts_of.astype(np.float64), start, iterations, None, 0.0
     )
     keyed = np.concatenate([group[:, None], summary], axis=1)
     distinct, inverse, weight = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
-    like = _likelihood(distinct[:, 1:], log_grid)
+    like = likelihood(distinct[:, 1:], log_grid)
     if borrowed is not None:
         return _borrowed_credit(
             group,
@@ -195,6 +240,7 @@ def eb_credit(
             log_grid,
             k_max,
             group_priors,
+            _likelihood_sym if symmetric else _likelihood_f,
         )
     weight = weight.astype(np.float64)
     posterior = np.empty_like(like)
@@ -231,6 +277,7 @@ def _borrowed_credit(
     log_grid: Array,
     k_max: int,
     group_priors: dict[int, Array] | None,
+    likelihood: Callable[[Array, Array], Array],
 ) -> tuple[Array, Array]:
     """Per-group priors from own votes; posteriors from own plus borrowed votes."""
     known = group_priors if group_priors is not None else {}
@@ -254,7 +301,7 @@ def _borrowed_credit(
     # Rows with the same prompt and summary share a posterior: compute distinct ones.
     keyed = np.concatenate([group[:, None].astype(np.float64), joint_summary], axis=1)
     rows_of, inverse = np.unique(keyed, axis=0, return_inverse=True)
-    posterior = _likelihood_f(rows_of[:, 1:], log_grid)
+    posterior = likelihood(rows_of[:, 1:], log_grid)
     for g in np.unique(rows_of[:, 0]).astype(np.int64).tolist():
         rows = rows_of[:, 0] == g
         joint = posterior[rows] * known[g]

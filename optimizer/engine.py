@@ -23,18 +23,27 @@ from policies.aggregate import weight_vector
 from policies.errors import BudgetError
 from policies.tiers import Tier
 
-__all__ = ["Progress", "Run"]
+__all__ = ["POOLED_MODELS", "Progress", "Run"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+# Estimator kinds of a run and the PooledEstimator model each uses.
+POOLED_MODELS = {
+    "pooled": "eb",
+    "pooled-x": "eb-x",
+    "pooled-s": "eb-s",
+    "pooled-xs": "eb-xs",
+    "pooled-urn": "urn",
+}
 Mask = npt.NDArray[np.bool_]
 
 
 class Run:
     """One optimisation run over ``sampler``: arms are (prompt, N) for N in 1..k_max.
 
-    ``estimator``: ``"blocks"`` (plain PSST) or ``"pooled"``. ``paired``: pulls of one
+    ``estimator``: ``"blocks"`` (plain PSST) or a kind of :data:`POOLED_MODELS`
+    (``"pooled"``, ``"pooled-x"``, ``"pooled-s"``, ...). ``paired``: pulls of one
     round use the same query sequence for every prompt (common random numbers) and
     walk a shuffled query order, instead of an independent random query per pull.
     """
@@ -78,15 +87,12 @@ class Run:
         weights = [t.cost_weight for t in self.tiers]
         if self.estimator_kind == "blocks":
             return BlockEstimator(self.num_prompts, self.k_max, weights)
-        if self.estimator_kind == "pooled":
-            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng)
-        if self.estimator_kind == "pooled-x":
-            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model="eb-x")
-        if self.estimator_kind == "pooled-urn":
-            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model="urn")
+        model = POOLED_MODELS.get(self.estimator_kind)
+        if model is not None:
+            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model=model)
         raise ValueError(
             f"unknown estimator {self.estimator_kind!r}; "
-            "use 'blocks', 'pooled', 'pooled-x' or 'pooled-urn'"
+            f"use 'blocks' or one of {', '.join(POOLED_MODELS)}"
         )
 
     def reset_estimates(self) -> None:

@@ -25,6 +25,9 @@ from optimizer.xprompt import borrowed
 __all__ = ["BlockEstimator", "Estimate", "Estimator", "PooledEstimator", "Pull"]
 
 Array = npt.NDArray[np.float64]
+# Pooled models: empirical Bayes (``-x``: votes borrowed across prompts; ``-s``: the
+# label-symmetric likelihood), or the Pólya urn.
+MODELS = ("eb", "eb-x", "eb-s", "eb-xs", "urn")
 # A refit after a round starts from the last prior, which is already close.
 EB_ITERATIONS_WARM = 100
 
@@ -141,6 +144,10 @@ class PooledEstimator(Estimator):
 
     ``model="eb-x"``: the same, but each (prompt, query)'s posterior also weighs the
     other prompts' votes on that query, discounted (:mod:`optimizer.xprompt`).
+    ``model="eb-s"`` / ``"eb-xs"``: ``eb`` / ``eb-x`` scoring vote summaries with the
+    label-symmetric likelihood (:func:`optimizer._bayes._likelihood_sym`), which does
+    not mistake a lone wrong vote for a concentrated wrong answer (the estimator of
+    ``sh-mixed``, whose pulls are mostly single samples).
     ``model="eb"`` (default): each query's credit at every N is its posterior mean under
     a prior over answer distributions fitted to all queries sampled (empirical Bayes,
     :mod:`optimizer._bayes`). ``model="urn"``: the U-statistic up to the samples seen,
@@ -160,8 +167,8 @@ class PooledEstimator(Estimator):
         alpha: float = 0.5,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        if model not in ("eb", "eb-x", "urn"):
-            raise ValueError(f"unknown model {model!r}; use 'eb', 'eb-x' or 'urn'")
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
         self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
         self._dirty: set[int] = set()
         self._prior: Array | None = None
@@ -234,7 +241,8 @@ class PooledEstimator(Estimator):
                 self._prior,
                 EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
                 self._group_priors,
-                borrowed(counts, self._pair_query, indices) if self._model == "eb-x" else None,
+                borrowed(counts, self._pair_query, indices) if "x" in self._model else None,
+                symmetric=self._model.endswith("s"),
             )
         else:
             curve = prefix_credit(

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimizer.engine import Mask, Run
+from optimizer.mixed import MIXED_PULL, MIXED_SHARE, mixed_halving
 from optimizer.plan import PhasePlan, Plan, halving_schedule, rounds_for, shares
 from optimizer.screening import SCREEN_PULL, screen_and_halve, screen_budget, screened
 
@@ -67,6 +68,9 @@ METHODS: dict[str, MethodSpec] = {
         "pooled-x", True, "sh-pooled in small pulls, votes borrowed across prompts"
     ),
     "sh-screen": MethodSpec("pooled", True, "wide screening round, then sh-pooled on the best"),
+    "sh-mixed": MethodSpec(
+        "pooled-s", True, "halving in single samples plus a few larger pulls, unbiased prior"
+    ),
     "warmup": MethodSpec("blocks", False, "warm-up ρ at N=1 + Top-K, then PSST (paper)"),
     "warmup-pooled": MethodSpec("pooled", True, "warm-up + Top-K, pooled, warm-up kept"),
     "uniform-pooled": MethodSpec("pooled", True, "all prompts on the same queries, pooled"),
@@ -166,6 +170,15 @@ def plan_method(
         counts = (prompts,) * len(run.tiers)
         cap = _pooled_cap if method == "sh-pooled" else _xprompt_cap
         halving_phase("halving over prompts", counts, budget, k_max, prompts, cap=cap)
+    elif method == "sh-mixed":
+        halving_phase(
+            f"halving over prompts (pulls of 1, {MIXED_SHARE:.0%} in pulls of {MIXED_PULL})",
+            (prompts,) * len(run.tiers),
+            budget,
+            k_max,
+            prompts,
+            cap=_xprompt_cap,
+        )
     elif method == "sh-screen":
         pull = min(SCREEN_PULL, k_max)
         first = screen_budget(budget, prompts, pull)
@@ -242,6 +255,7 @@ async def run_method(
             run.all_arms(), run.remaining, by_prompt=True, pull_cap=_xprompt_cap
         ),
         "sh-screen": lambda: screen_and_halve(run, _pooled_cap),
+        "sh-mixed": lambda: mixed_halving(run),
         "warmup": lambda: _warmup(run, warmup_share, top_k, keep=False),
         "warmup-pooled": lambda: _warmup(run, warmup_share, top_k, keep=True),
         "prompt-only": lambda: _prompt_only(run, run.remaining),

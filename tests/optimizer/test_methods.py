@@ -32,7 +32,16 @@ async def _choose(table: RecordedTable, method: str, budget: int, seed: int, tie
 
 @pytest.mark.parametrize(
     "method",
-    ["psst", "psst-pooled", "sh-pooled", "sh-xprompt", "sh-screen", "uniform", "uniform-pooled"],
+    [
+        "psst",
+        "psst-pooled",
+        "sh-pooled",
+        "sh-xprompt",
+        "sh-mixed",
+        "sh-screen",
+        "uniform",
+        "uniform-pooled",
+    ],
 )
 async def test_joint_methods_see_through_the_deceiving_prompt(method: str, seed: int) -> None:
     result, _ = await _choose(deceiving_table(), method, 4000, seed)

@@ -1,0 +1,65 @@
+"""Halving in mixed pulls (``sh-mixed``): coverage from single samples, shape from larger pulls.
+
+What separates the good prompts of a task is how they do on many queries, so most of
+each round's samples are pulls of one sample, every active prompt on the same queries
+(as in ``sh-xprompt``: the finalists are compared on as many shared queries as the
+budget covers). But one sample of a (prompt, query) says nothing about how a vote over
+N samples of it would go: whether a prompt's wrong answers pile up on one trap or spread
+thin. That is the shape of the empirical-Bayes prior (:mod:`optimizer._bayes`), and it
+is only identified by queries with several samples. So a share ``MIXED_SHARE`` of each
+round goes to pulls of ``MIXED_PULL`` samples of every active prompt, on other shared
+queries, and the estimator scores summaries with the label-symmetric likelihood
+(:func:`optimizer._bayes._likelihood_sym`; estimator kind ``pooled-s``).
+
+Why both. With pulls of one sample and the plain likelihood, a lone wrong vote is
+scored as the query's top wrong answer, so the fitted prior believes wrong answers are
+concentrated: on MATH every prompt's estimated curve flattens, even falls, past N = 5
+(true: +5 to +9 points from N = 1 to 32), the prompts best at N = 1 are preferred and
+the premium tier is sometimes given N = 5-9 instead of 32. The symmetric likelihood
+removes the bias, but from single samples alone the curve's growth is not identified
+(the fitted prior then overshoots: economy picks N = 7 for 5); the larger pulls pin it.
+
+Measured on MATH (``bench/optimizer.py``; tuned on seeds 0-99, fresh seeds 100-199 in
+the table of :mod:`optimizer.methods`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from optimizer.engine import Mask, Run
+from optimizer.plan import allocate, rounds_for
+
+__all__ = ["MIXED_PULL", "MIXED_SHARE", "mixed_halving"]
+
+MIXED_SHARE = 0.1  # of each round's samples, in pulls of MIXED_PULL ...
+MIXED_PULL = 4  # ... samples of every active prompt on the same queries; the rest in ones
+
+
+async def mixed_halving(run: Run, *, share: float = MIXED_SHARE, pull: int = MIXED_PULL) -> Mask:
+    """Halving over each tier's prompts with exactly ``run.remaining`` samples: each
+    round spends ``share`` of its samples on pulls of ``pull`` samples of every active
+    prompt (when that share covers one such pull each) and the rest on pulls of one
+    sample. Returns the final active arms."""
+    active = run.all_arms()
+    rounds = rounds_for(int(active.any(axis=2).sum(axis=1).max()))
+    stop_at = run.spent + run.remaining
+    for r in range(rounds):
+        start, last = run.spent, r == rounds - 1
+        left = stop_at - start
+        round_budget = left if last else left // (rounds - r)
+        sizes = run.pull_sizes(active)
+        wide = math.floor(share * round_budget)
+        large = np.minimum(sizes, pull)
+        if wide >= int(large.sum()) > 0:
+            pulls, _ = allocate(wide, large, run.rng, spend_all=False)
+            await run.spend(pulls)
+        rest = round_budget - (run.spent - start)
+        pulls, scaled = allocate(rest, np.minimum(sizes, 1), run.rng, spend_all=last)
+        run.rounds_scaled += scaled
+        await run.spend(pulls)
+        if not last:
+            active = run.halve(active, by_prompt=True)
+    return active

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+
+from optimizer import PooledEstimator, Pull, ReplaySampler, make_run, optimize, replay_task
+from optimizer._bayes import _grid, _likelihood_sym
+from optimizer.exact import majority_credit_exact
+from policies.tiers import Tier
+
+from .test_screening import TIERS, late_bloomer_table
+from .test_xprompt import shared_trap_table
+
+PREMIUM = (Tier("premium", cost_weight=0.0),)
+
+
+def test_symmetric_likelihood_lets_any_wrong_answer_explain_a_lone_wrong_vote() -> None:
+    grid = _grid()
+    log_grid = np.log(np.maximum(grid, 1e-4))
+    g, w1, w2, r = np.maximum(grid, 1e-4).T
+    rows = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 2, 0, 0], [0, 1, 1, 0]], dtype=np.float64)
+    like = _likelihood_sym(rows, log_grid)
+    expected = [g, w1 + w2 + r, w1**2 + w2**2, 2 * (w1 * w2 + w1 * r + w2 * r) + r * r]
+    for row, want in zip(like, expected, strict=True):
+        np.testing.assert_allclose(row, want / want.max(), rtol=1e-9)
+
+
+def test_symmetric_prior_is_not_pessimistic_about_spread_wrong_answers() -> None:
+    """Mostly single samples of a prompt whose wrong answers spread thin: its N=16
+    credit is near 1. Scoring a lone wrong vote as the top wrong answer drags the
+    estimate far down; the symmetric likelihood gets much closer."""
+    rng = np.random.default_rng(0)
+    probs = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
+    truth = majority_credit_exact(probs[None, None], np.array([0]), 16)[0, 0, -1]
+    pulls = []
+    for q in range(300):
+        n = 4 if q < 30 else 1
+        pulls.append(Pull(0, q, rng.choice(5, size=n, p=probs), np.ones(n)))
+    got = {}
+    for model in ("eb", "eb-s"):
+        est = PooledEstimator(1, 16, [0.0], np.random.default_rng(0), model=model)
+        est.add(pulls)
+        got[model] = float(est.estimate().quality[0, 0, -1])
+    assert truth > 0.95
+    assert abs(got["eb-s"] - truth) < 0.15, got
+    assert truth - got["eb"] > 2 * abs(got["eb-s"] - truth), got
+
+
+async def test_sh_mixed_finds_the_large_n_winner_among_shared_traps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    table = shared_trap_table(rng)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
+    task = replay_task(table, tiers=PREMIUM, n_max=16)
+    sampler = ReplaySampler(table, rng)
+    result = await optimize(task, sampler, 4000, rng, method="sh-mixed")
+    choice = result.policy.tiers["premium"]
+    assert sampler.samples_drawn == 4000
+    assert choice.prompt.id == "3", f"chose {choice.prompt.id} (seed {seed})"
+    assert acc[3, choice.n - 1] >= acc[3].max() - 0.03, f"N={choice.n} (seed {seed})"
+
+
+async def test_sh_mixed_finds_each_tiers_right_arm_on_the_late_bloomer_table(seed: int) -> None:
+    table = late_bloomer_table()
+    rng = np.random.default_rng(seed)
+    task = replay_task(table, tiers=TIERS, n_max=16)
+    sampler = ReplaySampler(table, rng)
+    result = await optimize(task, sampler, 4000, rng, method="sh-mixed")
+    assert sampler.samples_drawn == result.spent == 4000
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
+    for tier in TIERS:
+        utility = acc - tier.cost_weight * 0.02 * np.arange(1, 17)
+        choice = result.policy.tiers[tier.name]
+        got = utility[int(choice.prompt.id), choice.n - 1]
+        assert got >= utility.max() - 0.02, f"{tier.name}: {choice.prompt.id}@{choice.n}, {seed}"
+    assert result.policy.tiers["premium"].prompt.id == "7", f"seed {seed}"
+
+
+async def test_sh_mixed_spends_its_larger_pulls_and_exactly_its_budget(seed: int) -> None:
+    table = late_bloomer_table()
+    rng = np.random.default_rng(seed)
+    task = replay_task(table, tiers=TIERS, n_max=16)
+    sampler = ReplaySampler(table, rng)
+    run, plan = make_run(task, sampler, 2000, rng, method="sh-mixed")
+    assert plan.samples == 2000
+    sizes: list[int] = []
+    original = run.spend
+
+    async def spy(pulls: list[tuple[int, int]]) -> None:
+        sizes.extend(n for _, n in pulls)
+        await original(pulls)
+
+    run.spend = spy  # type: ignore[method-assign]
+    await optimize(task, sampler, 2000, rng, method="sh-mixed", run=(run, plan))
+    assert sum(sizes) == sampler.samples_drawn == 2000
+    large = sum(n for n in sizes if n == 4)
+    # about a tenth of every round goes to pulls of 4, the rest to single samples
+    assert 0.05 * 2000 <= large <= 0.12 * 2000, large
+    assert set(sizes) <= {1, 4}
