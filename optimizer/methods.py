@@ -21,6 +21,15 @@ beforehand what it will do.
   98.9 / 99.2%; paired over seeds +0.63 ± 0.28 points at B=1000 but +0.29 ± 0.22 at
   B=3000 (within noise), and it needs more budget than ``sh-pooled`` to find a prompt
   that only wins at large N on a table with shared traps: not the default;
+- ``sh-mixed``: ``sh-pooled``'s halving with nine tenths of each round in pulls of
+  one sample on shared queries and a tenth in pulls of 4 (which pin how concentrated
+  wrong answers are), estimated with the label-symmetric likelihood that does not read
+  a lone wrong vote as a trap (:mod:`optimizer.mixed`). On MATH (fresh seeds 100-199)
+  98.5 / 98.8 / 99.1 / 99.8% at B = 500 / 1000 / 3000 / 10000: ahead of ``sh-pooled``
+  at every budget (+0.53 ± 0.28, +0.57 ± 0.26, +0.21 ± 0.23, +0.58 ± 0.18 paired),
+  level with ``sh-xprompt`` (-0.06 / -0.06 / -0.07 / +0.14, each ± 0.2-0.26), and
+  better than both on the shared-trap table; not the default because Best-of-N tasks
+  and live request counts fare worse with single-sample pulls;
 - ``sh-screen``: a screening round (20-30% of the budget, pulls of 2 samples of every
   prompt on shared queries) keeps each tier's best quarter of the prompts, then
   ``sh-pooled`` over those (:mod:`optimizer.screening`); ahead of ``sh-pooled`` on
