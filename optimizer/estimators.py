@@ -12,6 +12,7 @@ Both report utilities (T, P, K) with NaN where an arm has no estimate yet.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,14 @@ from optimizer._bayes import EM_ITERATIONS, eb_credit
 from optimizer._kernels import block_credit, max_ustat, prefix_credit
 from optimizer.xprompt import borrowed
 
-__all__ = ["BlockEstimator", "Estimate", "Estimator", "PooledEstimator", "Pull"]
+__all__ = [
+    "AveragedEstimator",
+    "BlockEstimator",
+    "Estimate",
+    "Estimator",
+    "PooledEstimator",
+    "Pull",
+]
 
 Array = npt.NDArray[np.float64]
 # Pooled models: empirical Bayes (``-x``: votes borrowed across prompts; ``-s``: the
@@ -250,6 +258,15 @@ class PooledEstimator(Estimator):
             )
         self._curves[indices] = curve[:, None, :]
 
+    def remodel(self, model: str) -> PooledEstimator:
+        """A copy over the same samples with another ``model``, fitted afresh."""
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
+        other = copy.deepcopy(self)
+        other._model, other._prior, other._group_priors = model, None, {}
+        other._dirty = set(range(len(other._pair_prompt)))
+        return other
+
     def estimate(self) -> Estimate:
         self._refresh()
         tiers, p, k = len(self.cost_weights), self.num_prompts, self.k_max
@@ -275,4 +292,38 @@ class PooledEstimator(Estimator):
             quality=quality,
             cost_per_sample=self.cost_per_sample(),
             observations=observations,
+        )
+
+
+class AveragedEstimator(Estimator):
+    """The mean of several estimators' estimates of the same samples (a model average).
+
+    For when each model is biased in a known direction and the truth lies between:
+    ``sh-mixed`` chooses N on the mean of the label-symmetric and the plain pooled
+    curves (:mod:`optimizer.mixed`).
+    """
+
+    def __init__(self, parts: Sequence[Estimator]) -> None:
+        if not parts:
+            raise ValueError("an average needs at least one estimator")
+        first = parts[0]
+        super().__init__(first.num_prompts, first.k_max, first.cost_weights.tolist())
+        self._parts = tuple(parts)
+
+    def add(self, pulls: Sequence[Pull]) -> None:
+        for part in self._parts:
+            part.add(pulls)
+
+    def cost_per_sample(self) -> Array:
+        return self._parts[0].cost_per_sample()
+
+    def estimate(self) -> Estimate:
+        estimates = [part.estimate() for part in self._parts]
+        first = estimates[0]
+        return Estimate(
+            utility=np.mean([e.utility for e in estimates], axis=0),
+            stderr=np.max([e.stderr for e in estimates], axis=0),
+            quality=np.mean([e.quality for e in estimates], axis=0),
+            cost_per_sample=first.cost_per_sample,
+            observations=first.observations,
         )

@@ -19,25 +19,31 @@ the premium tier is sometimes given N = 5-9 instead of 32. The symmetric likelih
 removes the bias, but from single samples alone the curve's growth is not identified
 (the fitted prior then overshoots: economy picks N = 7 for 5); the larger pulls pin it.
 
+The final N is chosen on the mean of the symmetric and the plain model's curves
+(:class:`~optimizer.estimators.AveragedEstimator`): from single samples the symmetric
+curves rise a little too fast (economy got N = 7 where 5 is best), the plain ones far
+too slowly; on seeds 0-49 the mean gained +0.15 ± 0.04 points at B = 500 and +0.14 ±
+0.05 at B = 1000 (paired), nothing at larger budgets.
+
 Measured on MATH (``bench/optimizer.py --first-seed 100 --seeds 100 --paired
-sh-pooled``; share and pull tuned on seeds 0-99, reported on fresh seeds 100-199):
+sh-pooled``; share, pull and the blend tuned on seeds 0-99, reported on fresh seeds
+100-199):
 
     B                    500     1000    3000    10000
-    sh-mixed            98.53   98.82   99.14   99.75 %   (0.53 s at B=10000)
+    sh-mixed            98.71   98.96   99.18   99.78 %   (0.58 s at B=10000)
     sh-xprompt          98.59   98.88   99.21   99.61 %
     sh-pooled           98.00   98.25   98.93   99.16 %
-    sh-mixed - pooled   +0.53   +0.57   +0.21   +0.58  (± 0.28 / 0.26 / 0.23 / 0.18)
+    sh-mixed - pooled   +0.71   +0.71   +0.25   +0.62  (± 0.28 / 0.25 / 0.23 / 0.19)
 
 Ahead of ``sh-pooled`` at every budget (within noise at B=3000); level with
-``sh-xprompt`` at every budget (paired -0.06 ± 0.26 / -0.06 ± 0.25 / -0.07 ± 0.19 /
-+0.14 ± 0.21). On seeds 0-39 the estimator
-alone explains it: with the plain likelihood the halving survivors' estimated curves
-flatten after N = 5; here they rise as the true ones do (slightly too fast from single
-samples, which costs ~0.2 points in the choice of N at B ≤ 1000). Tried and dropped
-there: shares 0.05 / 0.15 / 0.2 and pulls 2 / 3 / 8 (none better at every budget),
-larger pulls on a random subset of prompts when a round's share cannot give each one
-(far worse: -1.2 points at B=500), the symmetric likelihood with borrowed votes (no
-better, and 8-11 s at B=10000).
+``sh-xprompt`` (+0.12 / +0.08 / -0.03 / +0.17 points, within noise at every budget).
+What it fixes, seen on seeds 0-39: with the plain likelihood and single samples the
+survivors' estimated curves flatten after N = 5 while the true ones gain 5 to 9 points
+from N = 1 to 32, so prompts best at N = 1 are preferred and premium is sometimes
+given N = 5-9 instead of 32. Tried and dropped there: shares 0.05 / 0.15 / 0.2 and
+pulls 2 / 3 / 8 (none better at every budget), larger pulls on a random subset of
+prompts when a round's share cannot give each one (far worse: -1.2 points at B=500),
+the symmetric likelihood with borrowed votes (no better, and 8-11 s at B=10000).
 On the synthetic tables it finds the large-N winner among shared traps at B=2000 in
 19 of 20 seeds (``sh-pooled`` 16, ``sh-xprompt`` 14) and the late bloomer at B=4000
 always. Not the default: single-sample pulls make a Best-of-N task's max-U-statistic
@@ -52,6 +58,7 @@ import math
 import numpy as np
 
 from optimizer.engine import Mask, Run
+from optimizer.estimators import AveragedEstimator, PooledEstimator
 from optimizer.plan import allocate, rounds_for
 
 __all__ = ["MIXED_PULL", "MIXED_SHARE", "mixed_halving"]
@@ -60,11 +67,15 @@ MIXED_SHARE = 0.1  # of each round's samples, in pulls of MIXED_PULL ...
 MIXED_PULL = 4  # ... samples of every active prompt on the same queries; the rest in ones
 
 
-async def mixed_halving(run: Run, *, share: float = MIXED_SHARE, pull: int = MIXED_PULL) -> Mask:
+async def mixed_halving(
+    run: Run, *, share: float = MIXED_SHARE, pull: int = MIXED_PULL, blend: bool = True
+) -> Mask:
     """Halving over each tier's prompts with exactly ``run.remaining`` samples: each
     round spends ``share`` of its samples on pulls of ``pull`` samples of every active
     prompt (when that share covers one such pull each) and the rest on pulls of one
-    sample. Returns the final active arms."""
+    sample. With ``blend``, the run's estimates are then the mean of the symmetric and
+    the plain pooled model (:class:`~optimizer.estimators.AveragedEstimator`), which the
+    final choice of N uses. Returns the final active arms."""
     active = run.all_arms()
     rounds = rounds_for(int(active.any(axis=2).sum(axis=1).max()))
     stop_at = run.spent + run.remaining
@@ -84,4 +95,8 @@ async def mixed_halving(run: Run, *, share: float = MIXED_SHARE, pull: int = MIX
         await run.spend(pulls)
         if not last:
             active = run.halve(active, by_prompt=True)
+    if blend and isinstance(run.estimator, PooledEstimator):
+        # The final N: the symmetric curves rise a little too fast from single samples,
+        # the plain ones far too slowly; choose on their mean.
+        run.estimator = AveragedEstimator([run.estimator, run.estimator.remodel("eb")])
     return active

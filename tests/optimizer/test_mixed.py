@@ -4,6 +4,7 @@ import numpy as np
 
 from optimizer import PooledEstimator, Pull, ReplaySampler, make_run, optimize, replay_task
 from optimizer._bayes import _grid, _likelihood_sym
+from optimizer.estimators import AveragedEstimator
 from optimizer.exact import majority_credit_exact
 from policies.tiers import Tier
 
@@ -95,3 +96,21 @@ async def test_sh_mixed_spends_its_larger_pulls_and_exactly_its_budget(seed: int
     # about a tenth of every round goes to pulls of 4, the rest to single samples
     assert 0.05 * 2000 <= large <= 0.12 * 2000, large
     assert set(sizes) <= {1, 4}
+
+
+def test_averaged_estimator_is_the_mean_of_its_parts_over_separate_copies() -> None:
+    rng = np.random.default_rng(0)
+    pulls = [
+        Pull(p, q, rng.integers(0, 3, size=2), np.ones(2)) for p in range(3) for q in range(20)
+    ]
+    sym = PooledEstimator(3, 8, [0.0, 1.0], np.random.default_rng(0), model="eb-s")
+    sym.add(pulls)
+    plain = sym.remodel("eb")
+    both = AveragedEstimator([sym, plain])
+    got, a, b = both.estimate(), sym.estimate(), plain.estimate()
+    np.testing.assert_allclose(got.quality, (a.quality + b.quality) / 2)
+    np.testing.assert_allclose(got.utility, (a.utility + b.utility) / 2)
+    assert not np.allclose(a.quality, b.quality)  # the two models do differ
+    # the copy owns its samples: adding through the average reaches each part once
+    both.add([Pull(0, 99, np.zeros(4, dtype=np.int64), np.ones(4))])
+    assert sym.estimate().observations[0, 0] == plain.estimate().observations[0, 0] == 21
