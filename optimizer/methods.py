@@ -27,7 +27,7 @@ beforehand what it will do.
   a lone wrong vote as a trap (:mod:`optimizer.mixed`). On MATH (fresh seeds 100-199)
   98.7 / 99.0 / 99.2 / 99.8% at B = 500 / 1000 / 3000 / 10000: ahead of ``sh-pooled``
   at every budget (+0.71 ± 0.28, +0.71 ± 0.25, +0.25 ± 0.23, +0.62 ± 0.19 paired),
-  level with ``sh-xprompt`` (+0.12 / +0.08 / -0.03 / +0.17, within noise), and
+  level with ``sh-xprompt`` (+0.12 / +0.08 / -0.03 / +0.18, within noise), and
   better than both on the shared-trap table; not the default because Best-of-N tasks
   and live request counts fare worse with single-sample pulls;
 - ``sh-screen``: a screening round (20-30% of the budget, pulls of 2 samples of every

@@ -36,7 +36,7 @@ sh-pooled``; share, pull and the blend tuned on seeds 0-99, reported on fresh se
     sh-mixed - pooled   +0.71   +0.71   +0.25   +0.62  (± 0.28 / 0.25 / 0.23 / 0.19)
 
 Ahead of ``sh-pooled`` at every budget (within noise at B=3000); level with
-``sh-xprompt`` (+0.12 / +0.08 / -0.03 / +0.17 points, within noise at every budget).
+``sh-xprompt`` (paired +0.12 ± 0.26 / +0.08 ± 0.25 / -0.03 ± 0.18 / +0.18 ± 0.21).
 What it fixes, seen on seeds 0-39: with the plain likelihood and single samples the
 survivors' estimated curves flatten after N = 5 while the true ones gain 5 to 9 points
 from N = 1 to 32, so prompts best at N = 1 are preferred and premium is sometimes
