@@ -9,7 +9,6 @@ from optimizer.exact import majority_credit_exact
 from policies.tiers import Tier
 
 from .test_screening import TIERS, late_bloomer_table
-from .test_xprompt import shared_trap_table
 
 PREMIUM = (Tier("premium", cost_weight=0.0),)
 
@@ -44,35 +43,6 @@ def test_symmetric_prior_is_not_pessimistic_about_spread_wrong_answers() -> None
     assert truth > 0.95
     assert abs(got["eb-s"] - truth) < 0.15, got
     assert truth - got["eb"] > 2 * abs(got["eb-s"] - truth), got
-
-
-async def test_sh_mixed_finds_the_large_n_winner_among_shared_traps(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    table = shared_trap_table(rng)
-    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
-    task = replay_task(table, tiers=PREMIUM, n_max=16)
-    sampler = ReplaySampler(table, rng)
-    result = await optimize(task, sampler, 4000, rng, method="sh-mixed")
-    choice = result.policy.tiers["premium"]
-    assert sampler.samples_drawn == 4000
-    assert choice.prompt.id == "3", f"chose {choice.prompt.id} (seed {seed})"
-    assert acc[3, choice.n - 1] >= acc[3].max() - 0.03, f"N={choice.n} (seed {seed})"
-
-
-async def test_sh_mixed_finds_each_tiers_right_arm_on_the_late_bloomer_table(seed: int) -> None:
-    table = late_bloomer_table()
-    rng = np.random.default_rng(seed)
-    task = replay_task(table, tiers=TIERS, n_max=16)
-    sampler = ReplaySampler(table, rng)
-    result = await optimize(task, sampler, 4000, rng, method="sh-mixed")
-    assert sampler.samples_drawn == result.spent == 4000
-    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
-    for tier in TIERS:
-        utility = acc - tier.cost_weight * 0.02 * np.arange(1, 17)
-        choice = result.policy.tiers[tier.name]
-        got = utility[int(choice.prompt.id), choice.n - 1]
-        assert got >= utility.max() - 0.02, f"{tier.name}: {choice.prompt.id}@{choice.n}, {seed}"
-    assert result.policy.tiers["premium"].prompt.id == "7", f"seed {seed}"
 
 
 async def test_sh_mixed_spends_its_larger_pulls_and_exactly_its_budget(seed: int) -> None:

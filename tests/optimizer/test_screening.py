@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from optimizer import RecordedTable, ReplaySampler, make_run, optimize, replay_task
 from optimizer.exact import majority_credit_exact
@@ -46,13 +47,14 @@ def test_the_late_bloomer_table_is_what_it_claims() -> None:
     assert np.unravel_index(int(np.argmax(economy)), economy.shape)[0] == 2
 
 
-async def test_screening_finds_each_tiers_right_arm(seed: int) -> None:
+@pytest.mark.parametrize("method", ["sh-screen", "sh-mixed"])
+async def test_screening_and_mixed_pulls_find_each_tiers_right_arm(seed: int, method: str) -> None:
     budget = 4000
     table = late_bloomer_table()
     rng = np.random.default_rng(seed)
     task = replay_task(table, tiers=TIERS, n_max=16)
     sampler = ReplaySampler(table, rng)
-    result = await optimize(task, sampler, budget, rng, method="sh-screen")
+    result = await optimize(task, sampler, budget, rng, method=method)
     assert sampler.samples_drawn == result.spent == budget
     acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
     for tier in TIERS:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from optimizer import PooledEstimator, Pull, RecordedTable, ReplaySampler, optimize, replay_task
 from optimizer.exact import majority_credit_exact
@@ -64,7 +65,10 @@ def shared_trap_table(rng: np.random.Generator, queries: int = 50) -> RecordedTa
     return RecordedTable(probs, np.zeros(queries, dtype=np.int64), np.full(5, 0.01))
 
 
-async def test_sh_xprompt_finds_the_large_n_winner_among_shared_traps(seed: int) -> None:
+@pytest.mark.parametrize("method", ["sh-xprompt", "sh-mixed"])
+async def test_single_sample_halving_finds_the_large_n_winner_among_shared_traps(
+    seed: int, method: str
+) -> None:
     rng = np.random.default_rng(seed)
     table = shared_trap_table(rng)
     acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
@@ -72,7 +76,7 @@ async def test_sh_xprompt_finds_the_large_n_winner_among_shared_traps(seed: int)
     assert int(np.argmax(acc[:, 15])) == 3
     task = replay_task(table, tiers=PREMIUM, n_max=16)
     sampler = ReplaySampler(table, rng)
-    result = await optimize(task, sampler, 4000, rng, method="sh-xprompt")
+    result = await optimize(task, sampler, 4000, rng, method=method)
     choice = result.policy.tiers["premium"]
     assert sampler.samples_drawn == 4000
     assert choice.prompt.id == "3", f"chose {choice.prompt.id} (seed {seed})"
