@@ -251,23 +251,35 @@ class Run:
         halve: bool = True,
         by_prompt: bool = False,
         pull_cap: Callable[[int, int], int | None] | None = None,
+        wide: tuple[float, int] | None = None,
     ) -> Mask:
         """Successive halving over ``active`` with exactly ``budget`` samples.
 
         ``pull_cap(share, prompts)`` may cap a round's pull size (None: no cap).
+        ``wide=(fraction, pull)``: each round first spends ``fraction`` of its samples on
+        pulls of up to ``pull`` samples of every active prompt (when that covers one
+        such pull each), the rest as usual.
         """
         units = active.any(axis=2).sum(axis=1) if by_prompt else active.sum(axis=(1, 2))
         rounds = rounds or rounds_for(int(units.max()))
         stop_at = self.spent + budget
         for r in range(rounds):
-            left = stop_at - self.spent
+            start, left = self.spent, stop_at - self.spent
             share = left // (rounds - r)
+            last = r == rounds - 1
+            round_budget = left if last else share
             sizes = self.pull_sizes(active)
+            if wide is not None:
+                large = np.minimum(sizes, wide[1])
+                samples = math.floor(wide[0] * round_budget)
+                if samples >= int(large.sum()) > 0:
+                    wide_pulls, _ = allocate(samples, large, self.rng, spend_all=False)
+                    await self.spend(wide_pulls)
             cap = None if pull_cap is None else pull_cap(share, int((sizes > 0).sum()))
             if cap is not None:
                 sizes = np.minimum(sizes, cap)
-            last = r == rounds - 1
-            pulls, scaled = allocate(left if last else share, sizes, self.rng, spend_all=last)
+            rest = round_budget - (self.spent - start)
+            pulls, scaled = allocate(rest, sizes, self.rng, spend_all=last)
             self.rounds_scaled += scaled
             await self.spend(pulls)
             if halve and not last:

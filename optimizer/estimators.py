@@ -36,6 +36,13 @@ Array = npt.NDArray[np.float64]
 # Pooled models: empirical Bayes (``-x``: votes borrowed across prompts; ``-s``: the
 # label-symmetric likelihood), or the Pólya urn.
 MODELS = ("eb", "eb-x", "eb-s", "eb-xs", "urn")
+
+
+def _check_model(model: str) -> None:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
+
+
 # A refit after a round starts from the last prior, which is already close.
 EB_ITERATIONS_WARM = 100
 
@@ -175,8 +182,7 @@ class PooledEstimator(Estimator):
         alpha: float = 0.5,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
+        _check_model(model)
         self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
         self._dirty: set[int] = set()
         self._prior: Array | None = None
@@ -260,8 +266,7 @@ class PooledEstimator(Estimator):
 
     def remodel(self, model: str) -> PooledEstimator:
         """A copy over the same samples with another ``model``, fitted afresh."""
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
+        _check_model(model)
         other = copy.deepcopy(self)
         other._model, other._prior, other._group_priors = model, None, {}
         other._dirty = set(range(len(other._pair_prompt)))

@@ -53,13 +53,8 @@ requests for the same samples (both also true of ``sh-xprompt``).
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from optimizer.engine import Mask, Run
 from optimizer.estimators import AveragedEstimator, PooledEstimator
-from optimizer.plan import allocate, rounds_for
 
 __all__ = ["MIXED_PULL", "MIXED_SHARE", "mixed_halving"]
 
@@ -76,27 +71,15 @@ async def mixed_halving(
     sample. With ``blend``, the run's estimates are then the mean of the symmetric and
     the plain pooled model (:class:`~optimizer.estimators.AveragedEstimator`), which the
     final choice of N uses. Returns the final active arms."""
-    active = run.all_arms()
-    rounds = rounds_for(int(active.any(axis=2).sum(axis=1).max()))
-    stop_at = run.spent + run.remaining
-    for r in range(rounds):
-        start, last = run.spent, r == rounds - 1
-        left = stop_at - start
-        round_budget = left if last else left // (rounds - r)
-        sizes = run.pull_sizes(active)
-        wide = math.floor(share * round_budget)
-        large = np.minimum(sizes, pull)
-        if wide >= int(large.sum()) > 0:
-            pulls, _ = allocate(wide, large, run.rng, spend_all=False)
-            await run.spend(pulls)
-        rest = round_budget - (run.spent - start)
-        pulls, scaled = allocate(rest, np.minimum(sizes, 1), run.rng, spend_all=last)
-        run.rounds_scaled += scaled
-        await run.spend(pulls)
-        if not last:
-            active = run.halve(active, by_prompt=True)
+    active = await run.halving(
+        run.all_arms(), run.remaining, by_prompt=True, pull_cap=_single, wide=(share, pull)
+    )
     if blend and isinstance(run.estimator, PooledEstimator):
         # The final N: the symmetric curves rise a little too fast from single samples,
         # the plain ones far too slowly; choose on their mean.
         run.estimator = AveragedEstimator([run.estimator, run.estimator.remodel("eb")])
     return active
+
+
+def _single(share: int, prompts: int) -> int:
+    return 1
