@@ -228,22 +228,6 @@ class _Pool:
         self.idle.clear()
 
 
-def _head(request: httpx.Request, body: bytes) -> bytes:
-    lines = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    has_length = False
-    for name, value in request.headers.raw:
-        lower = name.lower()
-        if lower == b"content-length":
-            has_length = True
-        elif lower == b"transfer-encoding":
-            continue  # we always send the body with a length
-        lines += [name, b": ", value, b"\r\n"]
-    if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
-        lines += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
 class Reply:
     """A whole response read by :meth:`LeanTransport.exchange` (no httpx objects built).
 
@@ -375,9 +359,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         pool = self._pool(request.url)
         body = await request.aread()
-        conn = await self._open(
-            pool, _head(request, body) + body, timeouts.get("connect"), timeouts.get("read")
-        )
+        data = request_bytes(request_prefix(request.method, request.url, request.headers), body)
+        conn = await self._open(pool, data, timeouts.get("connect"), timeouts.get("read"))
         return httpx.Response(
             conn.status,
             headers=conn.headers,
