@@ -152,9 +152,9 @@ class UpstreamClient:
         self.connect_timeout_s = connect_timeout_s
         # The lean path's request bytes up to the body length, per target URL; built
         # here for the main URL so a bad header value fails at start-up, not per call.
-        self._prefixes: dict[str | None, tuple[httpx.URL, bytes]] = {}
+        self._targets: dict[str, tuple[httpx.URL, bytes]] = {}
         if lean is not None:
-            self._prefixes[None] = (self._url, request_prefix("POST", self._url, self.headers))
+            self._target(url)
         self._default_timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.max_retries = max_retries
         self.retry = retry
@@ -272,10 +272,7 @@ class UpstreamClient:
         upstream's own timeout comes first (only the latter is the upstream's fault).
         """
         assert self._lean is not None
-        target = self._prefixes.get(url)
-        if target is None:
-            parsed = self._url if url is None else httpx.URL(url)
-            target = self._prefixes[url] = (parsed, request_prefix("POST", parsed, self.headers))
+        target = self._target(url or self.url)
         now = asyncio.get_running_loop().time()
         if deadline <= now:
             raise TimeoutError
@@ -291,6 +288,14 @@ class UpstreamClient:
             if upstream_end < deadline:
                 raise httpx.ReadTimeout(f"upstream {self.name!r} timed out") from None
             raise
+
+    def _target(self, url: str) -> tuple[httpx.URL, bytes]:
+        """``url`` parsed, and its request bytes up to the body length (built once)."""
+        target = self._targets.get(url)
+        if target is None:
+            parsed = httpx.URL(url)
+            target = self._targets[url] = (parsed, request_prefix("POST", parsed, self.headers))
+        return target
 
     async def _send_httpx(
         self, content: bytes, deadline: float, stream: bool, url: str | None
