@@ -15,6 +15,7 @@ running are cancelled. A failed call costs its samples, the rest still vote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from typing import Any
@@ -125,6 +126,22 @@ async def draw_samples(
         if not top_up:
             result.launched += k
 
+    def settle(task: asyncio.Task[Completion]) -> int:
+        """Count a finished call's samples and usage, or its failure; returns how many
+        samples it answered short of what it asked for (0 if it failed)."""
+        size = pending.pop(task)
+        error = task.exception()
+        if error is not None:
+            result.failed += size
+            if not isinstance(error, ApiError):
+                raise error
+            result.errors.append(error)
+            return 0
+        got = _collect(task.result(), size, result, counts, extractor)
+        if got < size:
+            logger.info("upstream %s answered %d of %d choices", client.name, got, size)
+        return size - got
+
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
         launch(next_wave(counts, n) if stopping else n)
@@ -133,20 +150,10 @@ async def draw_samples(
             # wake-up when all are done, not one per call through a busy event loop.
             done, _ = await asyncio.wait(pending, return_when=when)
             for task in done:
-                size = pending.pop(task)
-                error = task.exception()
-                if error is not None:
-                    if not isinstance(error, ApiError):
-                        raise error
-                    result.failed += size
-                    result.errors.append(error)
-                    continue
-                got = _collect(task.result(), size, result, counts, extractor)
-                if got < size:
+                if short := settle(task):
                     # The upstream ignored n or answered fewer choices: ask for the rest
                     # one by one, so N=8 never silently becomes N=1.
-                    logger.info("upstream %s answered %d of %d choices", client.name, got, size)
-                    launch(size - got, top_up=True)
+                    launch(short, top_up=True)
             unanswered = n - len(result.samples) - result.failed
             if stopping and vote_decided(counts, unanswered):
                 result.early_stopped = unanswered > 0
@@ -158,14 +165,9 @@ async def draw_samples(
         if pending:
             # Calls that ended while others were awaited still count, and are billed.
             for task in [t for t in pending if t.done() and not t.cancelled()]:
-                size = pending.pop(task)
-                error = task.exception()
-                if error is None:
-                    _collect(task.result(), size, result, counts, extractor)
-                else:
-                    result.failed += size
-                    if isinstance(error, ApiError):
-                        result.errors.append(error)
+                # an error not of ours is counted as failed; the request is ending anyway
+                with contextlib.suppress(Exception):
+                    settle(task)
             result.cancelled = sum(pending.values())
             for task in pending:
                 task.cancel()
