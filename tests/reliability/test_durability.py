@@ -4,12 +4,13 @@ policy keeps serving, hot reload drops no request, SQLite runs in WAL mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,46 +94,53 @@ async def wait_ready(
     raise AssertionError("iapo serve did not become ready")
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, upstream_url: str, *, drain_s: float = 20
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.subprocess.Process, Path]]:
+    """A real ``iapo serve`` process in front of ``upstream_url``, ready: (client, process,
+    its log). Killed on the way out if the test has not stopped it."""
+    port = free_port()
+    config = write_toml(tmp_path, upstream_url, port, drain_s=drain_s)
+    log = tmp_path / "serve.log"
+    proc = await start_serve(config, log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await wait_ready(client, proc, log)
+            yield client, proc, log
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 @pytest.mark.e2e
 async def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path: Path) -> None:
     # Slow samples: the requests are still in flight when SIGTERM arrives; the long
     # flush interval means their log rows are only queued, not yet written.
-    async with fault_upstream(latency_ms=1500) as upstream:
-        port = free_port()
-        config = write_toml(tmp_path, upstream.base_url, port)
-        log = tmp_path / "serve.log"
-        proc = await start_serve(config, log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                await wait_ready(client, proc, log)
+    async with (
+        fault_upstream(latency_ms=1500) as upstream,
+        serving(tmp_path, upstream.base_url) as (client, proc, log),
+    ):
 
-                async def stream(headers: dict[str, str]) -> list[str]:
-                    body = chat(stream=True)
-                    async with client.stream(
-                        "POST", "/v1/chat/completions", json=body, headers=headers
-                    ) as r:
-                        return [line async for line in r.aiter_lines() if line]
+        async def stream(headers: dict[str, str]) -> list[str]:
+            body = chat(stream=True)
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body, headers=headers
+            ) as r:
+                return [line async for line in r.aiter_lines() if line]
 
-                requests = [
-                    asyncio.create_task(
-                        client.post("/v1/chat/completions", json=chat(), headers=headers)
-                    )
-                    for headers in [ECONOMY] * 3 + [PREMIUM] * 2 + [AUTH]
-                ]
-                streams = [asyncio.create_task(stream(h)) for h in (ECONOMY, AUTH)]
-                # 3 economy + 2 x 8 premium + 1 pass-through + 2 streams, all upstream now
-                assert await eventually(
-                    lambda: upstream.stats.in_flight == 3 + 16 + 1 + 2, seconds=10.0
-                )
-                proc.send_signal(signal.SIGTERM)
-                responses = await asyncio.gather(*requests)
-                streamed = await asyncio.gather(*streams)
-            code = await asyncio.wait_for(proc.wait(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        requests = [
+            asyncio.create_task(client.post("/v1/chat/completions", json=chat(), headers=headers))
+            for headers in [ECONOMY] * 3 + [PREMIUM] * 2 + [AUTH]
+        ]
+        streams = [asyncio.create_task(stream(h)) for h in (ECONOMY, AUTH)]
+        # 3 economy + 2 x 8 premium + 1 pass-through + 2 streams, all upstream now
+        assert await eventually(lambda: upstream.stats.in_flight == 3 + 16 + 1 + 2, seconds=10.0)
+        proc.send_signal(signal.SIGTERM)
+        responses = await asyncio.gather(*requests)
+        streamed = await asyncio.gather(*streams)
+        code = await asyncio.wait_for(proc.wait(), 30)
     assert [r.status_code for r in responses] == [200] * 6
     assert [r.headers.get("x-iapo-samples") for r in responses] == ["1/1"] * 3 + ["8/8"] * 2 + [
         None
@@ -369,26 +377,16 @@ class StuckShutdown(NamedTuple):
 async def sigterm_with_a_stuck_call(tmp_path: Path) -> StuckShutdown:
     """SIGTERM ``iapo serve`` (drain bound 1 s) while one upstream call hangs."""
     async with fault_upstream(script=("hang",), hang_s=60) as upstream:
-        port = free_port()
-        config = write_toml(tmp_path, upstream.base_url, port, drain_s=1)
-        log = tmp_path / "serve.log"
-        proc = await start_serve(config, log)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                await wait_ready(client, proc, log)
-                stuck = asyncio.create_task(
-                    client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
-                )
-                assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
-                proc.send_signal(signal.SIGTERM)
-                # the drain bound (1 s) ends the wait, not the upstream's 120 s timeout
-                code = await asyncio.wait_for(proc.wait(), 15)
-                outcome = (await asyncio.gather(stuck, return_exceptions=True))[0]
-            assert await eventually(lambda: upstream.stats.in_flight == 0, seconds=10.0)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        async with serving(tmp_path, upstream.base_url, drain_s=1) as (client, proc, _):
+            stuck = asyncio.create_task(
+                client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+            )
+            assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
+            proc.send_signal(signal.SIGTERM)
+            # the drain bound (1 s) ends the wait, not the upstream's 120 s timeout
+            code = await asyncio.wait_for(proc.wait(), 15)
+            outcome = (await asyncio.gather(stuck, return_exceptions=True))[0]
+        assert await eventually(lambda: upstream.stats.in_flight == 0, seconds=10.0)
     with sqlite3.connect(tmp_path / "requests.sqlite") as db:
         rows = db.execute("SELECT task, status FROM request_log").fetchall()
     return StuckShutdown(code, outcome, upstream.stats.disconnected, rows)
@@ -417,23 +415,15 @@ async def test_a_request_cut_off_by_shutdown_gets_an_honest_503(tmp_path: Path) 
 
 @pytest.mark.e2e
 async def test_a_sub_second_drain_bound_still_drains(tmp_path: Path) -> None:
-    async with fault_upstream(latency_ms=300) as upstream:
-        port = free_port()
-        config = write_toml(tmp_path, upstream.base_url, port, drain_s=0.9)
-        log = tmp_path / "serve.log"
-        proc = await start_serve(config, log)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                await wait_ready(client, proc, log)
-                request = asyncio.create_task(
-                    client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
-                )
-                assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
-                proc.send_signal(signal.SIGTERM)
-                response = await request
-                await asyncio.wait_for(proc.wait(), 15)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    async with (
+        fault_upstream(latency_ms=300) as upstream,
+        serving(tmp_path, upstream.base_url, drain_s=0.9) as (client, proc, _),
+    ):
+        request = asyncio.create_task(
+            client.post("/v1/chat/completions", json=chat(), headers=ECONOMY)
+        )
+        assert await eventually(lambda: upstream.stats.in_flight == 1, seconds=10.0)
+        proc.send_signal(signal.SIGTERM)
+        response = await request
+        await asyncio.wait_for(proc.wait(), 15)
     assert response.status_code == 200
