@@ -57,7 +57,14 @@ from policies.store import (
     StoredPolicy,
 )
 from policies.table import RecordedTable, load_table, save_table
-from policies.taskfile import DatasetRow, DatasetSpec, TaskFile, load_dataset, load_task_file
+from policies.taskfile import (
+    DatasetRow,
+    DatasetSpec,
+    TaskFile,
+    load_dataset,
+    load_task_file,
+    read_toml,
+)
 from policies.tasks import QUESTION_SLOT, PromptCandidate, Strategy, TaskSpec, question_of
 from policies.tiers import DEFAULT_TIERS, Tier, parse_tiers
 from policies.upstream import UpstreamSpec
@@ -128,6 +135,7 @@ __all__ = [
     "open_database",
     "parse_tiers",
     "question_of",
+    "read_toml",
     "save_policy",
     "save_table",
     "utility",

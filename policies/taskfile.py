@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -35,7 +36,14 @@ from policies.extract import ExtractorSpec
 from policies.tasks import TaskSpec
 from policies.upstream import UpstreamSpec
 
-__all__ = ["DatasetRow", "DatasetSpec", "TaskFile", "load_dataset", "load_task_file"]
+__all__ = [
+    "DatasetRow",
+    "DatasetSpec",
+    "TaskFile",
+    "load_dataset",
+    "load_task_file",
+    "read_toml",
+]
 
 
 class DatasetSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,15 +63,20 @@ class DatasetRow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str | None = None
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's table; ConfigError naming ``what`` and the file if it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_task_file(path: str | Path) -> tuple[TaskFile, Path]:
     """Read and validate a task file; returns it with the dataset's resolved path."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read task file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "task file")
     try:
         task_file = msgspec.convert(raw, TaskFile, strict=True)
     except msgspec.ValidationError as exc:

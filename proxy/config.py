@@ -26,13 +26,12 @@ Every table rejects unknown keys and errors name the bad key. ``IAPO_HOST``,
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from policies import ConfigError, ExtractorSpec, UpstreamSpec
+from policies import ConfigError, ExtractorSpec, UpstreamSpec, read_toml
 
 __all__ = [
     "AuthConfig",
@@ -261,10 +260,5 @@ def load_config(
     if target is None:
         raise ConfigError("no config file: pass --config FILE or set IAPO_CONFIG")
     file = Path(target)
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    raw = read_toml(file, "config file")
     return parse_config(raw, source=str(file), base=file.parent, env=environ)
