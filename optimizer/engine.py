@@ -222,6 +222,17 @@ class Run:
             out[t].flat[arms[order[: max(1, kept_of(arms.size))]]] = True
         return out
 
+    def shared_finalists(self, active: Mask) -> Mask:
+        """(T, P, K): every prompt still active in any tier, with each tier's allowed arms.
+
+        The survivors of all tiers' halvings were sampled on the same queries, so each
+        tier may as well choose among all of them: another tier's finalist is a valid,
+        well-measured candidate (the tier's own ``max_n`` still caps its N).
+        """
+        prompts: Mask = np.any(active, axis=(0, 2))
+        out: Mask = self.all_arms() & prompts[None, :, None]
+        return out
+
     def select(self, active: Mask) -> list[tuple[int, int]]:
         """Each tier's best active arm as (prompt, N), by estimated utility."""
         utility = self.estimator.estimate().utility

@@ -70,7 +70,8 @@ async def mixed_halving(
     prompt (when that share covers one such pull each) and the rest on pulls of one
     sample. With ``blend``, the run's estimates are then the mean of the symmetric and
     the plain pooled model (:class:`~optimizer.estimators.AveragedEstimator`), which the
-    final choice of N uses. Returns the final active arms."""
+    final choice of N uses. Returns the final candidates: every tier's finalists, open
+    to every tier (:meth:`~optimizer.engine.Run.shared_finalists`)."""
     active = await run.halving(
         run.all_arms(), run.remaining, by_prompt=True, pull_cap=_single, wide=(share, pull)
     )
@@ -78,7 +79,7 @@ async def mixed_halving(
         # The final N: the symmetric curves rise a little too fast from single samples,
         # the plain ones far too slowly; choose on their mean.
         run.estimator = AveragedEstimator([run.estimator, run.estimator.remodel("eb")])
-    return active
+    return run.shared_finalists(active)
 
 
 def _single(share: int, prompts: int) -> int:

@@ -6,6 +6,7 @@ from optimizer import PooledEstimator, Pull, ReplaySampler, make_run, optimize, 
 from optimizer._bayes import _grid, _likelihood_sym
 from optimizer.estimators import AveragedEstimator
 from optimizer.exact import majority_credit_exact
+from optimizer.methods import run_method
 from policies.tiers import Tier
 
 from .test_screening import TIERS, late_bloomer_table
@@ -84,3 +85,39 @@ def test_averaged_estimator_is_the_mean_of_its_parts_over_separate_copies() -> N
     # the copy owns its samples: adding through the average reaches each part once
     both.add([Pull(0, 99, np.zeros(4, dtype=np.int64), np.ones(4))])
     assert sym.estimate().observations[0, 0] == plain.estimate().observations[0, 0] == 21
+
+
+def test_shared_finalists_open_every_tiers_finalists_to_every_tier_within_its_caps() -> None:
+    tiers = (*TIERS, Tier("capped", cost_weight=0.0, max_n=4))
+    table = late_bloomer_table()
+    rng = np.random.default_rng(0)
+    run, _ = make_run(
+        replay_task(table, tiers=tiers, n_max=16), ReplaySampler(table, rng), 100, rng
+    )
+    active = np.zeros((3, table.num_prompts, 16), dtype=bool)
+    active[0, 2] = True  # economy kept prompt 2, premium 7 and 9, the capped tier 9
+    active[1, [7, 9]] = True
+    active[2, 9, :4] = True
+    shared = run.shared_finalists(active)
+    for t, cap in enumerate((16, 16, 4)):
+        assert shared[t].any(axis=1).nonzero()[0].tolist() == [2, 7, 9]
+        assert shared[t][[2, 7, 9], :cap].all()
+        assert not shared[t][:, cap:].any()
+
+
+async def test_sh_mixed_ends_on_the_shared_finalists(seed: int) -> None:
+    table = late_bloomer_table()
+    rng = np.random.default_rng(seed)
+    task = replay_task(table, tiers=TIERS, n_max=16)
+    run, _ = make_run(task, ReplaySampler(table, rng), 2000, rng, method="sh-mixed")
+    halved: list[np.ndarray] = []
+    halving = run.halving
+
+    async def spy(*args: object, **kwargs: object) -> np.ndarray:
+        halved.append(await halving(*args, **kwargs))  # type: ignore[arg-type]
+        return halved[-1]
+
+    run.halving = spy  # type: ignore[method-assign]
+    final = await run_method("sh-mixed", run)
+    assert len(halved) == 1
+    np.testing.assert_array_equal(final, run.shared_finalists(halved[0]), err_msg=f"seed {seed}")
