@@ -26,8 +26,9 @@ beforehand what it will do.
   wrong answers are), estimated with the label-symmetric likelihood that does not read
   a lone wrong vote as a trap (:mod:`optimizer.mixed`); each tier chooses among all
   tiers' finalists. On MATH (fresh seeds 100-199) 98.8 / 99.0 / 99.3 / 99.9% at
-  B = 500 / 1000 / 3000 / 10000 (before the shared finalists 98.7 / 99.0 / 99.2 / 99.8%): ahead of ``sh-pooled``
-  at every budget (+0.71 ± 0.28, +0.71 ± 0.25, +0.25 ± 0.23, +0.62 ± 0.19 paired),
+  B = 500 / 1000 / 3000 / 10000 (before the shared finalists 98.7 / 99.0 / 99.2 /
+  99.8%): ahead of ``sh-pooled`` at every budget (+0.71 ± 0.28, +0.71 ± 0.25,
+  +0.25 ± 0.23, +0.62 ± 0.19 paired),
   level with ``sh-xprompt`` (+0.12 / +0.08 / -0.03 / +0.18, within noise), and
   better than both on the shared-trap table; not the default because Best-of-N tasks
   and live request counts fare worse with single-sample pulls;
