@@ -58,6 +58,25 @@ def exact_accuracy(table: RecordedTable, n_max: int) -> npt.NDArray[np.float64]:
     return acc
 
 
+def resplit(
+    acc: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], seed: int
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
+    """One 80/20 re-split of the (P, Q, K) exact curves ``acc`` with (T, P, K) ``cost``:
+    the training queries, the (T, P, K) training and test utilities and, per tier, the
+    test utility of the arm an unlimited budget picks on the training queries."""
+    queries = acc.shape[1]
+    order = np.random.default_rng(seed).permutation(queries)
+    n_test = round(0.2 * queries)
+    test_q, train_q = order[:n_test], order[n_test:]
+    u_train = acc[:, train_q].mean(axis=1)[None] - cost
+    u_test = acc[:, test_q].mean(axis=1)[None] - cost
+    best = u_train.reshape(len(cost), -1).argmax(axis=1)
+    oracle = u_test.reshape(len(cost), -1)[np.arange(len(cost)), best]
+    return train_q, u_train, u_test, oracle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(DATA))
@@ -87,19 +106,10 @@ def main() -> int:
     spent: dict[tuple[str, int], list[int]] = {}
     seconds: dict[tuple[str, int], float] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        order = np.random.default_rng(seed).permutation(table.num_queries)
-        n_test = round(0.2 * table.num_queries)
-        test_q, train_q = order[:n_test], order[n_test:]
+        train_q, _, u_test, oracle = resplit(acc, cost, seed)
         train = RecordedTable(
             table.cat_probs[:, train_q], table.answers[train_q], table.cost_per_prompt
         )
-        u_train = acc[:, train_q].mean(axis=1)[None] - cost
-        u_test = acc[:, test_q].mean(axis=1)[None] - cost
-        best = [
-            np.unravel_index(int(np.argmax(u_train[t])), u_train[t].shape)
-            for t in range(len(tiers))
-        ]
-        oracle = np.array([u_test[t][best[t]] for t in range(len(tiers))])
         task = replay_task(train, tiers=tiers, n_max=args.n_max)
         for budget in budgets:
             for method in methods:

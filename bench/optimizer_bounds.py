@@ -37,9 +37,21 @@ assert _spec is not None
 assert _spec.loader is not None
 _quality = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_quality)
-DATA, exact_accuracy = _quality.DATA, _quality.exact_accuracy
+DATA, exact_accuracy, resplit = _quality.DATA, _quality.exact_accuracy, _quality.resplit
 
 Array = npt.NDArray[np.float64]
+
+
+def share(picks: list[tuple[int, int]], u_test: Array, oracle: Array) -> float:
+    """Mean over tiers of the picked arms' (prompt, N index) test utility over the oracle's."""
+    got = np.array([u_test[t, p, k] for t, (p, k) in enumerate(picks)])
+    return float((got / oracle).mean())
+
+
+def best_arms(utility: Array) -> list[tuple[int, int]]:
+    """Each tier's best (prompt, N index) of (T, P, K) utilities."""
+    flat = utility.reshape(len(utility), -1).argmax(axis=1)
+    return [(int(i) // utility.shape[2], int(i) % utility.shape[2]) for i in flat]
 
 
 def main() -> int:
@@ -62,24 +74,7 @@ def main() -> int:
 
     rows: dict[str, list[float]] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        order = np.random.default_rng(seed).permutation(table.num_queries)
-        n_test = round(0.2 * table.num_queries)
-        test_q, train_q = order[:n_test], order[n_test:]
-        u_train = acc[:, train_q].mean(axis=1)[None] - cost
-        u_test = acc[:, test_q].mean(axis=1)[None] - cost
-        oracle = np.array([u_test[t].flat[int(np.argmax(u_train[t]))] for t in range(len(tiers))])
-
-        def share(
-            picks: list[tuple[int, int]], u_test: Array = u_test, oracle: Array = oracle
-        ) -> float:
-            got = np.array([u_test[t, p, k] for t, (p, k) in enumerate(picks)])
-            return float((got / oracle).mean())
-
-        def best_arms(u: Array) -> list[tuple[int, int]]:
-            return [
-                tuple(int(i) for i in np.unravel_index(int(np.argmax(u[t])), u[t].shape))  # type: ignore[misc]
-                for t in range(len(tiers))
-            ]
+        train_q, u_train, u_test, oracle = resplit(acc, cost, seed)
 
         ranked = np.argsort(-u_train.max(axis=2), axis=1)  # (T, P): prompts best first
         for r in (1, 2, 3, 4, 6, 8):
@@ -87,12 +82,12 @@ def main() -> int:
                 (int(ranked[t, r - 1]), int(np.argmax(u_train[t, ranked[t, r - 1]])))
                 for t in range(len(tiers))
             ]
-            rows.setdefault(f"rank {r} prompt, its best N", []).append(share(picks))
+            rows.setdefault(f"rank {r} prompt, its best N", []).append(share(picks, u_test, oracle))
         rng = np.random.default_rng([seed, 1])
         for m in (25, 50, 100, 150):
             sub = rng.choice(train_q, size=m, replace=False)
             picks = best_arms(acc[:, sub].mean(axis=1)[None] - cost)
-            rows.setdefault(f"exact on {m} queries", []).append(share(picks))
+            rows.setdefault(f"exact on {m} queries", []).append(share(picks, u_test, oracle))
         for top in (3, 5):
             keep = np.unique(ranked[:, :top])
             train = RecordedTable(
@@ -112,7 +107,7 @@ def main() -> int:
                     (int(keep[int(c.prompt.id)]), c.n - 1) for c in result.policy.tiers.values()
                 ]
                 rows.setdefault(f"screened {top}, {args.method} at B={budget}", []).append(
-                    share(picks)
+                    share(picks, u_test, oracle)
                 )
         print(f"seed {seed} done", file=sys.stderr, flush=True)
 

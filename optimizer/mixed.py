@@ -31,6 +31,7 @@ sh-pooled``; share, pull and the blend tuned on seeds 0-99, reported on fresh se
 
     B                    500     1000    3000    10000
     sh-mixed            98.71   98.96   99.18   99.78 %   (0.58 s at B=10000)
+    ... shared finals   98.79   99.04   99.29   99.92 %   (each tier may pick any tier's finalist)
     sh-xprompt          98.59   98.88   99.21   99.61 %
     sh-pooled           98.00   98.25   98.93   99.16 %
     sh-mixed - pooled   +0.71   +0.71   +0.25   +0.62  (± 0.28 / 0.25 / 0.23 / 0.19)
