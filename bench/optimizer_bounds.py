@@ -8,7 +8,12 @@ budget would pick on the 80%, averaged over tiers and seeds.
 - ``exact on m queries``: choose with the exact utilities of m random training
   queries, no sampling noise: the ceiling of any method that sees m queries;
 - ``screened c, METHOD at B``: METHOD with budget B on the union of every tier's true
-  top c prompts only, as if a screen had cost nothing and never erred.
+  top c prompts only, as if a screen had cost nothing and never erred;
+- ``METHOD at B, exact pair curves``: METHOD's own run (the same halving, the same
+  queries), but every (prompt, query) it has sampled is valued by its exact curve
+  instead of the estimate from its few samples: what the allocation would reach with
+  a perfect per-pair estimator. Where this is near 100% and the method is not, the
+  loss is the noise of the samples themselves, not where they were spent.
 
     .venv/bin/python bench/optimizer_bounds.py --seeds 100 --first-seed 100
 """
@@ -20,6 +25,8 @@ import asyncio
 import importlib.util
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from optimizer import RecordedTable, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
+from optimizer.estimators import PooledEstimator  # noqa: E402
+from policies.tasks import TaskSpec  # noqa: E402
 from policies.tiers import parse_tiers  # noqa: E402
 
 # bench/optimizer.py's table cache, loaded under another name (its own would shadow the package)
@@ -52,6 +61,33 @@ def best_arms(utility: Array) -> list[tuple[int, int]]:
     """Each tier's best (prompt, N index) of (T, P, K) utilities."""
     flat = utility.reshape(len(utility), -1).argmax(axis=1)
     return [(int(i) // utility.shape[2], int(i) % utility.shape[2]) for i in flat]
+
+
+@contextmanager
+def exact_pair_curves(curves: Array) -> Iterator[None]:
+    """While active, every pooled estimator values a sampled (prompt, query) by its
+    exact (K,) curve ``curves[prompt, query]`` (queries indexed as the run sees them)."""
+
+    def refresh(self: PooledEstimator) -> None:
+        self._dirty = set()
+        exact = curves[np.asarray(self._pair_prompt), np.asarray(self._pair_query)]
+        self._curves = np.repeat(exact[:, None, :], len(self.cost_weights), axis=1)
+
+    original = PooledEstimator._refresh
+    PooledEstimator._refresh = refresh  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PooledEstimator._refresh = original  # type: ignore[method-assign]
+
+
+def run_picks(
+    task: TaskSpec, train: RecordedTable, seed: int, budget: int, method: str
+) -> list[tuple[int, int]]:
+    """(prompt, N index) per tier of one replay run, prompts as the table's indices."""
+    rng = np.random.default_rng([seed, budget])
+    result = asyncio.run(optimize(task, ReplaySampler(train, rng), budget, rng, method=method))
+    return [(int(c.prompt.id), c.n - 1) for c in result.policy.tiers.values()]
 
 
 def main() -> int:
@@ -97,18 +133,20 @@ def main() -> int:
             )
             task = replay_task(train, tiers=tiers, n_max=args.n_max)
             for budget in budgets:
-                run_rng = np.random.default_rng([seed, budget])
-                result = asyncio.run(
-                    optimize(
-                        task, ReplaySampler(train, run_rng), budget, run_rng, method=args.method
-                    )
-                )
-                picks = [
-                    (int(keep[int(c.prompt.id)]), c.n - 1) for c in result.policy.tiers.values()
-                ]
+                picks = run_picks(task, train, seed, budget, args.method)
                 rows.setdefault(f"screened {top}, {args.method} at B={budget}", []).append(
-                    share(picks, u_test, oracle)
+                    share([(int(keep[p]), k) for p, k in picks], u_test, oracle)
                 )
+        full = RecordedTable(
+            table.cat_probs[:, train_q], table.answers[train_q], table.cost_per_prompt
+        )
+        full_task = replay_task(full, tiers=tiers, n_max=args.n_max)
+        for budget in budgets:
+            with exact_pair_curves(acc[:, train_q]):
+                picks = run_picks(full_task, full, seed, budget, args.method)
+            rows.setdefault(f"{args.method} at B={budget}, exact pair curves", []).append(
+                share(picks, u_test, oracle)
+            )
         print(f"seed {seed} done", file=sys.stderr, flush=True)
 
     print(
