@@ -72,9 +72,22 @@ def resplit(
     test_q, train_q = order[:n_test], order[n_test:]
     u_train = acc[:, train_q].mean(axis=1)[None] - cost
     u_test = acc[:, test_q].mean(axis=1)[None] - cost
-    best = u_train.reshape(len(cost), -1).argmax(axis=1)
-    oracle = u_test.reshape(len(cost), -1)[np.arange(len(cost)), best]
+    oracle = np.array([u_test[t, p, k] for t, (p, k) in enumerate(best_arms(u_train))])
     return train_q, u_train, u_test, oracle
+
+
+def best_arms(utility: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
+    """Each tier's best (prompt, N index) of (T, P, K) utilities."""
+    flat = utility.reshape(len(utility), -1).argmax(axis=1)
+    return [(int(i) // utility.shape[2], int(i) % utility.shape[2]) for i in flat]
+
+
+def share(
+    picks: list[tuple[int, int]], u_test: npt.NDArray[np.float64], oracle: npt.NDArray[np.float64]
+) -> float:
+    """Mean over tiers of the picked arms' (prompt, N index) test utility over the oracle's."""
+    got = np.array([u_test[t, p, k] for t, (p, k) in enumerate(picks)])
+    return float((got / oracle).mean())
 
 
 def main() -> int:
@@ -102,7 +115,7 @@ def main() -> int:
     k = np.arange(1, args.n_max + 1)
     cost = lam[:, None, None] * table.cost_per_prompt[None, :, None] * k  # (T, P, K)
 
-    share: dict[tuple[str, int], list[float]] = {}
+    shares: dict[tuple[str, int], list[float]] = {}
     spent: dict[tuple[str, int], list[int]] = {}
     seconds: dict[tuple[str, int], float] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -119,13 +132,8 @@ def main() -> int:
                 result = asyncio.run(optimize(task, sampler, budget, rng, method=method))
                 key = (method, budget)
                 seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
-                got = np.array(
-                    [
-                        u_test[t, int(c.prompt.id), c.n - 1]
-                        for t, c in enumerate(result.policy.tiers.values())
-                    ]
-                )
-                share.setdefault(key, []).append(float((got / oracle).mean()))
+                picks = [(int(c.prompt.id), c.n - 1) for c in result.policy.tiers.values()]
+                shares.setdefault(key, []).append(share(picks, u_test, oracle))
                 spent.setdefault(key, []).append(sampler.samples_drawn)
         print(f"seed {seed} done", file=sys.stderr, flush=True)
 
@@ -143,7 +151,7 @@ def main() -> int:
     for method in methods:
         cells = []
         for b in budgets:
-            s = np.array(share[(method, b)]) * 100
+            s = np.array(shares[(method, b)]) * 100
             cells.append(
                 f"{s.mean():6.2f}% ±{s.std():4.1f} {np.mean(spent[(method, b)]):6.0f}/"
                 f"{max(spent[(method, b)]):<6d}{seconds[(method, b)] / args.seeds:5.2f}s"
@@ -156,7 +164,7 @@ def main() -> int:
                 continue
             cells = []
             for b in budgets:
-                d = (np.array(share[(method, b)]) - np.array(share[(args.paired, b)])) * 100
+                d = (np.array(shares[(method, b)]) - np.array(shares[(args.paired, b)])) * 100
                 se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
                 cells.append(f"{d.mean():+6.2f} ±{se:4.2f}")
             print(f"{method:<15}" + "".join(f"{c:>30}" for c in cells))

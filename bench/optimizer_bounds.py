@@ -47,20 +47,9 @@ assert _spec.loader is not None
 _quality = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_quality)
 DATA, exact_accuracy, resplit = _quality.DATA, _quality.exact_accuracy, _quality.resplit
+best_arms, share = _quality.best_arms, _quality.share
 
 Array = npt.NDArray[np.float64]
-
-
-def share(picks: list[tuple[int, int]], u_test: Array, oracle: Array) -> float:
-    """Mean over tiers of the picked arms' (prompt, N index) test utility over the oracle's."""
-    got = np.array([u_test[t, p, k] for t, (p, k) in enumerate(picks)])
-    return float((got / oracle).mean())
-
-
-def best_arms(utility: Array) -> list[tuple[int, int]]:
-    """Each tier's best (prompt, N index) of (T, P, K) utilities."""
-    flat = utility.reshape(len(utility), -1).argmax(axis=1)
-    return [(int(i) // utility.shape[2], int(i) % utility.shape[2]) for i in flat]
 
 
 @contextmanager
