@@ -13,12 +13,21 @@ protocol with a replay and a live implementation.
 
 from __future__ import annotations
 
-from optimizer.api import DEFAULT_METHOD, make_run, optimize, replay_task
+from optimizer.api import make_run, optimize, replay_task
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.engine import Run
-from optimizer.estimators import BlockEstimator, Estimate, PooledEstimator, Pull
+from optimizer.estimators import (
+    BlockEstimator,
+    Blocks,
+    Estimate,
+    EstimatorConfig,
+    Pooled,
+    Pull,
+    RewardEstimator,
+    VoteEstimator,
+)
 from optimizer.live import HttpSampler, sample_seed
-from optimizer.methods import METHODS, plan_method
+from optimizer.methods import DEFAULT_METHOD, METHODS, Method
 from optimizer.plan import Plan
 from optimizer.replay import ReplaySampler
 from optimizer.result import (
@@ -38,27 +47,31 @@ __all__ = [
     "METHODS",
     "ArmEstimate",
     "BlockEstimator",
+    "Blocks",
     "CachedSample",
     "Estimate",
     "Estimates",
+    "EstimatorConfig",
     "HttpSampler",
+    "Method",
     "OptimizationResult",
     "Plan",
-    "PooledEstimator",
+    "Pooled",
     "Pull",
     "RecordedTable",
     "ReplaySampler",
+    "RewardEstimator",
     "Run",
     "SampleBatch",
     "SampleCache",
     "Sampler",
     "TierReport",
+    "VoteEstimator",
     "estimates_path",
     "load_estimates",
     "load_table",
     "make_run",
     "optimize",
-    "plan_method",
     "replay_task",
     "sample_seed",
     "save_estimates",

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from optimizer.engine import Progress, Run
-from optimizer.methods import METHODS, plan_method, run_method
+from optimizer.methods import DEFAULT_METHOD, METHODS
 from optimizer.plan import Plan
 from optimizer.result import OptimizationResult, build_result
 from optimizer.sampling import Sampler
@@ -24,8 +24,6 @@ from policies.tiers import DEFAULT_TIERS, Tier
 __all__ = ["DEFAULT_METHOD", "make_run", "optimize", "replay_task"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_METHOD = "sh-pooled"
 
 
 def replay_task(
@@ -63,18 +61,19 @@ def make_run(
             f"the sampler has {sampler.num_prompts} prompts, the task {len(task.prompts)}"
         )
     spec = METHODS[method]
+    best_of_n = task.strategy == "best_of_n"
     run = Run(
         sampler,
         task.tiers,
         task.n_max,
         budget,
         rng,
-        estimator=spec.estimator,
+        estimator=spec.estimator(best_of_n),
         paired=spec.paired,
-        objectives=task.reward.objectives if task.strategy == "best_of_n" and task.reward else None,
+        objectives=task.reward.objectives if best_of_n and task.reward else None,
         progress=progress,
     )
-    return run, plan_method(method, run)
+    return run, spec.plan(run)
 
 
 async def optimize(
@@ -98,7 +97,7 @@ async def optimize(
     if run is None:  # a caller that made the run has shown the plan and its warnings
         for line in plan.warnings:
             logger.warning("%s", line)
-    active = await run_method(method, current)
+    active = await METHODS[method].run(current)
     if current.spent > budget:  # the engine refuses pulls past the budget; belt and braces
         raise BudgetError(f"spent {current.spent} samples of a budget of {budget}")
     picks = current.select(active)

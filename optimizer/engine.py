@@ -16,34 +16,27 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.estimators import BlockEstimator, Estimate, Estimator, PooledEstimator, Pull
+from optimizer.estimators import Estimate, Estimator, EstimatorConfig, Pooled, Pull, make_estimator
 from optimizer.plan import allocate, rounds_for
 from optimizer.sampling import SampleBatch, Sampler
 from policies.aggregate import weight_vector
 from policies.errors import BudgetError
 from policies.tiers import Tier
 
-__all__ = ["POOLED_MODELS", "Progress", "Run"]
+__all__ = ["Mask", "Progress", "Run"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-# Estimator kinds of a run and the PooledEstimator model each uses.
-POOLED_MODELS = {
-    "pooled": "eb",
-    "pooled-x": "eb-x",
-    "pooled-s": "eb-s",
-    "pooled-xs": "eb-xs",
-    "pooled-urn": "urn",
-}
+POOLED = Pooled()
 Mask = npt.NDArray[np.bool_]
 
 
 class Run:
     """One optimisation run over ``sampler``: arms are (prompt, N) for N in 1..k_max.
 
-    ``estimator``: ``"blocks"`` (plain PSST) or a kind of :data:`POOLED_MODELS`
-    (``"pooled"``, ``"pooled-x"``, ``"pooled-s"``, ...). ``paired``: pulls of one
+    ``estimator``: which estimator values the arms (:data:`EstimatorConfig`); with
+    ``objectives`` the task is Best-of-N, else majority vote. ``paired``: pulls of one
     round use the same query sequence for every prompt (common random numbers) and
     walk a shuffled query order, instead of an independent random query per pull.
     """
@@ -56,7 +49,7 @@ class Run:
         budget: int,
         rng: np.random.Generator,
         *,
-        estimator: str = "pooled",
+        estimator: EstimatorConfig = POOLED,
         paired: bool = True,
         objectives: Sequence[str] | None = None,
         progress: Progress | None = None,
@@ -67,13 +60,13 @@ class Run:
         self.spent = self.cached = 0
         self.rounds_scaled = 0
         weights = [t.cost_weight for t in self.tiers]
-        self.estimator_kind = estimator
-        self.estimator = self._new_estimator()
         self.objective_weights = (
             None
             if objectives is None
             else np.stack([weight_vector(objectives, t.objective_weights) for t in self.tiers])
         )
+        self.estimator_config = estimator
+        self.estimator = self._new_estimator()
         self._vocab: list[dict[str, int]] = [{} for _ in range(self.num_queries)]
         for q, gold in enumerate(sampler.golds):
             if gold is not None:
@@ -83,16 +76,18 @@ class Run:
         self._query_cursor = 0
         self.cost_weights = np.asarray(weights, dtype=np.float64)
 
+    @property
+    def best_of_n(self) -> bool:
+        """Whether samples are scored by reward (Best-of-N), not voted on."""
+        return self.objective_weights is not None
+
     def _new_estimator(self) -> Estimator:
-        weights = [t.cost_weight for t in self.tiers]
-        if self.estimator_kind == "blocks":
-            return BlockEstimator(self.num_prompts, self.k_max, weights)
-        model = POOLED_MODELS.get(self.estimator_kind)
-        if model is not None:
-            return PooledEstimator(self.num_prompts, self.k_max, weights, self.rng, model=model)
-        raise ValueError(
-            f"unknown estimator {self.estimator_kind!r}; "
-            f"use 'blocks' or one of {', '.join(POOLED_MODELS)}"
+        return make_estimator(
+            self.estimator_config,
+            self.num_prompts,
+            self.k_max,
+            [t.cost_weight for t in self.tiers],
+            best_of_n=self.best_of_n,
         )
 
     def reset_estimates(self) -> None:
@@ -261,34 +256,37 @@ class Run:
         rounds: int | None = None,
         halve: bool = True,
         by_prompt: bool = False,
-        pull_cap: Callable[[int, int], int | None] | None = None,
+        pull: int | None = None,
         wide: tuple[float, int] | None = None,
     ) -> Mask:
         """Successive halving over ``active`` with exactly ``budget`` samples.
 
-        ``pull_cap(share, prompts)`` may cap a round's pull size (None: no cap).
-        ``wide=(fraction, pull)``: each round first spends ``fraction`` of its samples on
-        pulls of up to ``pull`` samples of every active prompt (when that covers one
-        such pull each), the rest as usual.
+        Each round pulls every active prompt at its largest active N, capped at ``pull``
+        samples per pull when given. ``wide=(fraction, size)``: each round first spends
+        ``fraction`` of its samples on one pull of up to ``size`` samples of every
+        active prompt (smaller when the share is short, skipped below 2 samples a
+        prompt), the rest as usual.
         """
         units = active.any(axis=2).sum(axis=1) if by_prompt else active.sum(axis=(1, 2))
         rounds = rounds or rounds_for(int(units.max()))
         stop_at = self.spent + budget
         for r in range(rounds):
             start, left = self.spent, stop_at - self.spent
-            share = left // (rounds - r)
             last = r == rounds - 1
-            round_budget = left if last else share
+            round_budget = left if last else left // (rounds - r)
             sizes = self.pull_sizes(active)
             if wide is not None:
-                large = np.minimum(sizes, wide[1])
                 samples = math.floor(wide[0] * round_budget)
-                if samples >= int(large.sum()) > 0:
+                large = np.minimum(sizes, wide[1])
+                pulled = int((large > 0).sum())
+                fit = samples // max(pulled, 1)
+                if pulled and samples >= int(large.sum()):
                     wide_pulls, _ = allocate(samples, large, self.rng, spend_all=False)
                     await self.spend(wide_pulls)
-            cap = None if pull_cap is None else pull_cap(share, int((sizes > 0).sum()))
-            if cap is not None:
-                sizes = np.minimum(sizes, cap)
+                elif pulled and fit >= 2:
+                    await self.spend([(int(p), int(min(n, fit))) for p, n in enumerate(large) if n])
+            if pull is not None:
+                sizes = np.minimum(sizes, pull)
             rest = round_budget - (self.spent - start)
             pulls, scaled = allocate(rest, sizes, self.rng, spend_all=last)
             self.rounds_scaled += scaled

@@ -1,13 +1,18 @@
-"""Estimators of every arm's utility from the samples drawn so far.
+"""Estimators of every arm's utility from the samples drawn so far, and their configuration.
 
 - :class:`BlockEstimator` is plain PSST: a pull of n samples yields ⌊n/k⌋ disjoint
   blocks for every k ≤ n, each one observation of arm (p, k).
-- :class:`PooledEstimator` pools every sample of (prompt, query) across pulls and
-  rounds and estimates the N-sample majority-vote credit of each query from them
-  (an unbiased U-statistic for N ≤ samples on the query, a Pólya-urn extrapolation
-  beyond), then averages over queries. Same samples, more information per sample.
+- :class:`VoteEstimator` (majority vote) pools every sample of (prompt, query) across
+  pulls and rounds and estimates each query's N-sample majority-vote credit from them
+  with an empirical-Bayes model of answer distributions (:mod:`optimizer._bayes`), then
+  averages over queries. Same samples, more information per sample.
+- :class:`RewardEstimator` (Best-of-N) pools the same way and values a prompt by its
+  mean score plus its lift E[max of N] − E[score], from order statistics
+  (:mod:`optimizer._reward`), so it sees past the size of its pulls.
 
-Both report utilities (T, P, K) with NaN where an arm has no estimate yet.
+A method names its estimator with a typed :data:`EstimatorConfig` (:class:`Blocks` or
+:class:`Pooled`); :func:`make_estimator` builds the one that fits the task's strategy.
+All report utilities (T, P, K) with NaN where an arm has no estimate yet.
 """
 
 from __future__ import annotations
@@ -20,31 +25,50 @@ import numpy as np
 import numpy.typing as npt
 
 from optimizer._bayes import EM_ITERATIONS, eb_credit
-from optimizer._kernels import block_credit, max_ustat, prefix_credit
+from optimizer._kernels import block_credit
+from optimizer._reward import extend_lift, max_ustat_rows
 from optimizer.xprompt import borrowed
 
 __all__ = [
     "AveragedEstimator",
     "BlockEstimator",
+    "Blocks",
     "Estimate",
     "Estimator",
-    "PooledEstimator",
+    "EstimatorConfig",
+    "Pooled",
     "Pull",
+    "RewardEstimator",
+    "VoteEstimator",
+    "make_estimator",
 ]
 
 Array = npt.NDArray[np.float64]
-# Pooled models: empirical Bayes (``-x``: votes borrowed across prompts; ``-s``: the
-# label-symmetric likelihood), or the Pólya urn.
-MODELS = ("eb", "eb-x", "eb-s", "eb-xs", "urn")
-
-
-def _check_model(model: str) -> None:
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
-
 
 # A refit after a round starts from the last prior, which is already close.
 EB_ITERATIONS_WARM = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """Plain PSST: every pull split into disjoint blocks, one observation of (p, k) each."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pooled:
+    """Every sample of a (prompt, query) pooled across pulls and rounds.
+
+    Majority vote (:class:`VoteEstimator`): ``symmetric`` scores vote summaries with the
+    label-symmetric likelihood (right when most pulls are single samples);
+    ``borrow`` lets each (prompt, query) posterior weigh the other prompts' votes on
+    that query (:mod:`optimizer.xprompt`). Best-of-N: :class:`RewardEstimator`.
+    """
+
+    symmetric: bool = False
+    borrow: bool = False
+
+
+EstimatorConfig = Blocks | Pooled
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +126,67 @@ class Estimator:
         k = np.arange(1, self.k_max + 1)
         return self.cost_weights[:, None, None] * self.cost_per_sample()[None, :, None] * k
 
+    def _finish(
+        self, quality: Array, stderr: Array, observations: npt.NDArray[np.int64]
+    ) -> Estimate:
+        return Estimate(
+            utility=quality - self._cost_term(),
+            stderr=stderr,
+            quality=quality,
+            cost_per_sample=self.cost_per_sample(),
+            observations=observations,
+        )
+
+
+def make_estimator(
+    config: EstimatorConfig,
+    num_prompts: int,
+    k_max: int,
+    cost_weights: Sequence[float],
+    *,
+    best_of_n: bool,
+) -> Estimator:
+    """The estimator ``config`` names, for a majority-vote or a Best-of-N task."""
+    if isinstance(config, Blocks):
+        return BlockEstimator(num_prompts, k_max, cost_weights)
+    if best_of_n:
+        return RewardEstimator(num_prompts, k_max, cost_weights)
+    return VoteEstimator(
+        num_prompts, k_max, cost_weights, symmetric=config.symmetric, borrow=config.borrow
+    )
+
+
+class _PairPool(Estimator):
+    """Samples pooled per (prompt, query) pair; subclasses turn pairs into curves."""
+
+    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
+        super().__init__(num_prompts, k_max, cost_weights)
+        self._dirty: set[int] = set()
+        self._pair: dict[tuple[int, int], int] = {}
+        self._pair_prompt: list[int] = []
+        self._pair_query: list[int] = []
+
+    def _index(self, pull: Pull) -> int:
+        key = (pull.prompt, pull.query)
+        index = self._pair.get(key)
+        if index is None:
+            index = self._pair[key] = len(self._pair_prompt)
+            self._pair_prompt.append(pull.prompt)
+            self._pair_query.append(pull.query)
+            self._new_pair()
+        self._dirty.add(index)
+        return index
+
+    def _new_pair(self) -> None:
+        raise NotImplementedError
+
+    def _membership(self) -> tuple[Array, Array]:
+        """(P, pairs) 0/1 membership of each pair in its prompt, and pairs per prompt (P,)."""
+        prompts = np.asarray(self._pair_prompt, dtype=np.int64)
+        member = np.zeros((self.num_prompts, len(prompts)))
+        member[prompts, np.arange(len(prompts))] = 1.0
+        return member, member.sum(axis=1)
+
 
 class BlockEstimator(Estimator):
     """Plain PSST: disjoint blocks of each pull, one observation of (p, k) each."""
@@ -154,20 +239,14 @@ class BlockEstimator(Estimator):
         )
 
 
-class PooledEstimator(Estimator):
-    """All samples of (prompt, query) pooled; per-query N-sample credit, averaged.
+class VoteEstimator(_PairPool):
+    """Majority vote: all samples of (prompt, query) pooled; per-query N-sample credit
+    from the empirical-Bayes model (:mod:`optimizer._bayes`), averaged over queries.
 
-    ``model="eb-x"``: the same, but each (prompt, query)'s posterior also weighs the
-    other prompts' votes on that query, discounted (:mod:`optimizer.xprompt`).
-    ``model="eb-s"`` / ``"eb-xs"``: ``eb`` / ``eb-x`` scoring vote summaries with the
-    label-symmetric likelihood (:func:`optimizer._bayes._likelihood_sym`), which does
-    not mistake a lone wrong vote for a concentrated wrong answer (the estimator of
-    ``sh-mixed``, whose pulls are mostly single samples).
-    ``model="eb"`` (default): each query's credit at every N is its posterior mean under
-    a prior over answer distributions fitted to all queries sampled (empirical Bayes,
-    :mod:`optimizer._bayes`). ``model="urn"``: the U-statistic up to the samples seen,
-    a Pólya-urn extrapolation beyond (:func:`optimizer._kernels.prefix_credit`).
-    Best-of-N always uses the exact U-statistic of the maximum.
+    ``symmetric``: the label-symmetric likelihood, which does not mistake a lone wrong
+    vote for a concentrated wrong answer (right when most pulls are single samples).
+    ``borrow``: each (prompt, query) posterior also weighs the other prompts' votes on
+    that query, discounted (:mod:`optimizer.xprompt`).
     """
 
     def __init__(
@@ -175,38 +254,25 @@ class PooledEstimator(Estimator):
         num_prompts: int,
         k_max: int,
         cost_weights: Sequence[float],
-        rng: np.random.Generator,
         *,
-        model: str = "eb",
-        sequences: int = 32,
-        alpha: float = 0.5,
+        symmetric: bool = False,
+        borrow: bool = False,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        _check_model(model)
-        self._rng, self._sequences, self._alpha, self._model = rng, sequences, alpha, model
-        self._dirty: set[int] = set()
+        self.symmetric, self.borrow = symmetric, borrow
         self._prior: Array | None = None
         self._group_priors: dict[int, Array] = {}
-        self._pair: dict[tuple[int, int], int] = {}
-        self._pair_prompt: list[int] = []
-        self._pair_query: list[int] = []
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
         self._none: list[int] = []
-        self._scores: list[list[Array]] = []  # per pair: (T, n) score blocks (Best-of-N)
-        self._curves = np.zeros((0, len(self.cost_weights), k_max))
+        self._curves = np.zeros((0, k_max))
+
+    def _new_pair(self) -> None:
+        self._votes.append({})
+        self._none.append(0)
 
     def _add(self, pulls: Sequence[Pull]) -> None:
-        touched: set[int] = set()
         for pull in pulls:
-            key = (pull.prompt, pull.query)
-            index = self._pair.get(key)
-            if index is None:
-                index = self._pair[key] = len(self._pair_prompt)
-                self._pair_prompt.append(pull.prompt)
-                self._pair_query.append(pull.query)
-                self._votes.append({})
-                self._none.append(0)
-                self._scores.append([])
+            index = self._index(pull)
             votes = self._votes[index]
             codes, counts = np.unique(pull.codes, return_counts=True)
             for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
@@ -214,90 +280,140 @@ class PooledEstimator(Estimator):
                     self._none[index] += count
                 else:
                     votes[code] = votes.get(code, 0) + count
-            if pull.scores is not None:
-                self._scores[index].append(pull.scores)
-            touched.add(index)
-        self._dirty |= touched
 
     def _refresh(self) -> None:
-        """Compute the curves of queries with new samples (all of them for ``eb``)."""
-        touched = self._dirty
-        if not touched:
+        """Refit the prior and every pair's curve (the prior moves with every sample)."""
+        if not self._dirty:
             return
         self._dirty = set()
-        tiers = len(self.cost_weights)
-        grown = np.zeros((len(self._pair_prompt), tiers, self.k_max))
-        grown[: self._curves.shape[0]] = self._curves
-        self._curves = grown
-        if self._model != "urn" and not self._scores[next(iter(touched))]:
-            touched = set(range(len(self._pair_prompt)))  # the prior moved: every posterior
-        indices = np.array(sorted(touched))
-        if self._scores[indices[0]]:
-            for i in indices.tolist():
-                scores = np.concatenate(self._scores[i], axis=1)
-                for t in range(tiers):
-                    self._curves[i, t] = max_ustat(scores[t], self.k_max)
-            return
-        width = max(max((max(self._votes[i], default=0) for i in indices), default=0) + 1, 1)
-        counts = np.zeros((indices.size, width), dtype=np.int64)
-        for row, i in enumerate(indices.tolist()):
-            for code, count in self._votes[i].items():
+        pairs = len(self._pair_prompt)
+        indices = np.arange(pairs)
+        width = max(max((max(v, default=0) for v in self._votes), default=0) + 1, 1)
+        counts = np.zeros((pairs, width), dtype=np.int64)
+        for row, votes in enumerate(self._votes):
+            for code, count in votes.items():
                 counts[row, code] = count
-        none = np.array([self._none[i] for i in indices.tolist()], dtype=np.int64)
-        if self._model != "urn":
-            warm = self._prior is not None
-            groups = np.array([self._pair_prompt[i] for i in indices.tolist()], dtype=np.int64)
-            curve, self._prior = eb_credit(
-                counts,
-                none,
-                self.k_max,
-                groups,
-                self._prior,
-                EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
-                self._group_priors,
-                borrowed(counts, self._pair_query, indices) if "x" in self._model else None,
-                symmetric=self._model.endswith("s"),
-            )
-        else:
-            curve = prefix_credit(
-                counts, none, self.k_max, self._rng, sequences=self._sequences, alpha=self._alpha
-            )
-        self._curves[indices] = curve[:, None, :]
+        none = np.asarray(self._none, dtype=np.int64)
+        warm = self._prior is not None
+        self._curves, self._prior = eb_credit(
+            counts,
+            none,
+            self.k_max,
+            np.asarray(self._pair_prompt, dtype=np.int64),
+            self._prior,
+            EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
+            self._group_priors,
+            borrowed(counts, self._pair_query, indices) if self.borrow else None,
+            symmetric=self.symmetric,
+        )
 
-    def remodel(self, model: str) -> PooledEstimator:
-        """A copy over the same samples with another ``model``, fitted afresh."""
-        _check_model(model)
+    def remodel(self, *, symmetric: bool) -> VoteEstimator:
+        """A copy over the same samples with the other likelihood, fitted afresh."""
         other = copy.deepcopy(self)
-        other._model, other._prior, other._group_priors = model, None, {}
+        other.symmetric, other._prior, other._group_priors = symmetric, None, {}
         other._dirty = set(range(len(other._pair_prompt)))
         return other
 
     def estimate(self) -> Estimate:
         self._refresh()
-        tiers, p, k = len(self.cost_weights), self.num_prompts, self.k_max
-        prompts = np.asarray(self._pair_prompt, dtype=np.int64)
-        pairs = np.bincount(prompts, minlength=p).astype(np.float64)
-        flat = self._curves.reshape(len(prompts), tiers * k)
-        # (P, pairs) membership times (pairs, T·K) curves: sums per prompt in one product.
-        member = np.zeros((p, len(prompts)))
-        member[prompts, np.arange(len(prompts))] = 1.0
-        total = member @ flat
-        total2 = member @ flat**2
+        member, pairs = self._membership()
+        tiers, k = len(self.cost_weights), self.k_max
         n = pairs[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-            var = np.where(n > 1, (total2 / np.maximum(n, 1) - mean**2) * n / (n - 1), np.nan)
+            mean = np.where(n > 0, (member @ self._curves) / np.maximum(n, 1), np.nan)
+            second = (member @ self._curves**2) / np.maximum(n, 1)
+            var = np.where(n > 1, (second - mean**2) * n / (n - 1), np.nan)
             stderr = np.sqrt(np.maximum(var, 0.0) / np.maximum(n, 1))
-        quality = mean.reshape(p, tiers, k).transpose(1, 0, 2)
-        stderr = stderr.reshape(p, tiers, k).transpose(1, 0, 2)
+        # Majority credit is the same in every tier; only the cost term differs.
+        quality = np.broadcast_to(mean[None], (tiers, self.num_prompts, k)).copy()
+        stderr = np.broadcast_to(stderr[None], (tiers, self.num_prompts, k)).copy()
         observations = np.repeat(pairs.astype(np.int64)[:, None], k, axis=1)
-        return Estimate(
-            utility=quality - self._cost_term(),
-            stderr=stderr,
-            quality=quality,
-            cost_per_sample=self.cost_per_sample(),
-            observations=observations,
+        return self._finish(quality, stderr, observations)
+
+
+class RewardEstimator(_PairPool):
+    """Best-of-N: all scored samples of (prompt, query) pooled, per tier.
+
+    A prompt's quality at N is its mean score over every pair sampled plus its lift
+    E[max of N] − E[score], averaged over the pairs with at least N samples (the
+    unbiased order-statistics estimator of each pair's best of N) and continued past
+    the largest N measured (:func:`optimizer._reward.extend_lift`).
+    """
+
+    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
+        super().__init__(num_prompts, k_max, cost_weights)
+        tiers = len(self.cost_weights)
+        self._scores: list[list[Array]] = []  # per pair: (T, n) score blocks
+        self._sizes: list[int] = []
+        self._curves = np.zeros((0, tiers, k_max))  # NaN past the pair's sample count
+
+    def _new_pair(self) -> None:
+        self._scores.append([])
+        self._sizes.append(0)
+
+    def _add(self, pulls: Sequence[Pull]) -> None:
+        for pull in pulls:
+            if pull.scores is None:
+                raise ValueError("a Best-of-N pull needs scores")
+            index = self._index(pull)
+            self._scores[index].append(pull.scores)
+            self._sizes[index] += pull.scores.shape[1]
+
+    def _refresh(self) -> None:
+        if not self._dirty:
+            return
+        touched, self._dirty = sorted(self._dirty), set()
+        tiers = len(self.cost_weights)
+        grown = np.full((len(self._pair_prompt), tiers, self.k_max), np.nan)
+        grown[: self._curves.shape[0]] = self._curves
+        self._curves = grown
+        by_size: dict[int, list[int]] = {}
+        for i in touched:
+            by_size.setdefault(self._sizes[i], []).append(i)
+        for m, rows in by_size.items():
+            scores = np.stack([np.concatenate(self._scores[i], axis=1) for i in rows])
+            curve = max_ustat_rows(scores.reshape(len(rows) * tiers, m), self.k_max)
+            self._curves[rows, :, : curve.shape[1]] = curve.reshape(len(rows), tiers, -1)
+
+    def estimate(self) -> Estimate:
+        self._refresh()
+        member, pairs = self._membership()
+        tiers, p, k = len(self.cost_weights), self.num_prompts, self.k_max
+        curves = self._curves
+        means = curves[:, :, 0]  # (pairs, T): each pair's mean score
+        lifts = curves - curves[:, :, :1]
+        has = np.isfinite(lifts[:, 0, :]).astype(np.float64)  # (pairs, K)
+        lifts = np.nan_to_num(lifts, nan=0.0)
+        n = pairs[:, None]
+        counts = member @ has  # (P, K): pairs with at least N samples
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (member @ means) / np.maximum(n, 1)  # (P, T)
+            mean_var = ((member @ means**2) / np.maximum(n, 1) - mean**2) * n / np.maximum(n - 1, 1)
+            flat = lifts.reshape(len(means), tiers * k)
+            lift = (member @ flat).reshape(p, tiers, k) / np.maximum(counts, 1)[:, None, :]
+            lift2 = (member @ flat**2).reshape(p, tiers, k) / np.maximum(counts, 1)[:, None, :]
+            c = counts[:, None, :]
+            lift_var = (lift2 - lift**2) * c / np.maximum(c - 1, 1)
+        measured = np.where(counts > 0, np.arange(1, k + 1)[None, :], 0).max(axis=1)  # (P,)
+        lift = extend_lift(lift.reshape(p * tiers, k), np.repeat(measured, tiers)).reshape(
+            p, tiers, k
         )
+        # Past the measured N, the lift's spread is the last measured one's, widened by
+        # half of it per doubling of N (the extrapolation's own uncertainty).
+        at_top = np.take_along_axis(lift_var, np.maximum(measured - 1, 0)[:, None, None], axis=2)
+        last = np.take_along_axis(counts, np.maximum(measured - 1, 0)[:, None], axis=1)
+        sizes = np.arange(1, k + 1)[None, None, :]
+        beyond = sizes > measured[:, None, None]
+        widen = 1.0 + 0.5 * np.log2(sizes / np.maximum(measured, 1)[:, None, None])
+        lift_var = np.where(beyond, at_top * widen**2, lift_var)
+        denom = np.where(beyond, last[:, :, None], c)
+        quality = mean[:, :, None] + lift
+        var = np.maximum(mean_var, 0.0)[:, :, None] / np.maximum(n, 1)[:, :, None]
+        var = var + np.maximum(lift_var, 0.0) / np.maximum(denom, 1)
+        quality = np.where(n[:, :, None] > 0, quality, np.nan)
+        stderr = np.where(n[:, :, None] > 1, np.sqrt(var), np.nan)
+        observations = counts.astype(np.int64)
+        return self._finish(quality.transpose(1, 0, 2), stderr.transpose(1, 0, 2), observations)
 
 
 class AveragedEstimator(Estimator):

@@ -46,6 +46,46 @@ def save_table(table: RecordedTable, path: Path) -> Path:
     return path
 
 
+def late_bloomer_table(prompts: int = 12, queries: int = 60, field: float = 0.3) -> RecordedTable:
+    """Gold is category 0 everywhere; the right arm per tier is known by construction.
+
+    - prompt 7, the late bloomer: 0.55 correct, wrong answers spread thin, so near 1.0
+      at large N but only 0.55 at N=1;
+    - prompt 2: the N=1 winner (0.85) that is stuck on one wrong answer (0.8) on a
+      quarter of the queries: best for a cost-conscious tier, 0.75 at large N;
+    - the rest: one dominant wrong answer (0.85 - ``field``) against ``field`` correct;
+      prompts 0 and 1 are bad (0.2 correct).
+
+    With ``field`` 0.5 the late bloomer is hard to tell from the field on small pulls
+    (0.55 vs 0.5 correct at N=1): screening then often drops it (the caveat of any
+    screening at small N), and so does halving, a little less often.
+    """
+    probs = np.zeros((prompts, queries, 5))
+    probs[:] = [field, 0.85 - field, 0.05, 0.05, 0.05]
+    probs[:2] = [0.2, 0.6, 0.1, 0.1, 0.0]
+    stuck = np.arange(queries) < queries // 4
+    probs[2, ~stuck] = [0.95, 0.05, 0.0, 0.0, 0.0]
+    probs[2, stuck] = [0.2, 0.8, 0.0, 0.0, 0.0]
+    probs[7] = [0.55, 0.1, 0.1, 0.1, 0.15]
+    cost = np.full(prompts, 0.02)
+    return RecordedTable(probs, np.zeros(queries, dtype=np.int64), cost)
+
+
+def shared_trap_table(rng: np.random.Generator, queries: int = 50) -> RecordedTable:
+    """5 prompts; every query has one trap answer that all prompts fall into, to a
+    different degree. Prompt 3 is best at large N (its trap mass is always below gold),
+    prompt 0 best at N=1 (more gold, but on a third of the queries the trap beats it)."""
+    probs = np.zeros((5, queries, 5))
+    hard = rng.random(queries) < 0.33
+    probs[0] = [0.7, 0.3, 0.0, 0.0, 0.0]
+    probs[0, hard] = [0.35, 0.65, 0.0, 0.0, 0.0]
+    probs[1] = [0.4, 0.45, 0.05, 0.05, 0.05]
+    probs[2] = [0.3, 0.4, 0.1, 0.1, 0.1]
+    probs[3] = [0.5, 0.2, 0.1, 0.1, 0.1]
+    probs[4] = [0.45, 0.5, 0.05, 0.0, 0.0]
+    return RecordedTable(probs, np.zeros(queries, dtype=np.int64), np.full(5, 0.01))
+
+
 @pytest.fixture
 def deceiving() -> RecordedTable:
     return deceiving_table()

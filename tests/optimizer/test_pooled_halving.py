@@ -2,16 +2,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer import PooledEstimator, Pull, ReplaySampler, make_run, optimize, replay_task
+from optimizer import Pull, ReplaySampler, VoteEstimator, make_run, optimize, replay_task
 from optimizer._bayes import _grid, _likelihood_sym
 from optimizer.estimators import AveragedEstimator
 from optimizer.exact import majority_credit_exact
-from optimizer.methods import run_method
+from optimizer.methods import METHODS
 from policies.tiers import Tier
 
-from .test_screening import TIERS, late_bloomer_table
+from .conftest import late_bloomer_table, random_table, shared_trap_table
 
 PREMIUM = (Tier("premium", cost_weight=0.0),)
+TIERS = (Tier("economy", cost_weight=1.0), Tier("premium", cost_weight=0.0))
 
 
 def test_symmetric_likelihood_lets_any_wrong_answer_explain_a_lone_wrong_vote() -> None:
@@ -37,8 +38,8 @@ def test_symmetric_prior_is_not_pessimistic_about_spread_wrong_answers() -> None
         n = 4 if q < 30 else 1
         pulls.append(Pull(0, q, rng.choice(5, size=n, p=probs), np.ones(n)))
     got = {}
-    for model in ("eb", "eb-s"):
-        est = PooledEstimator(1, 16, [0.0], np.random.default_rng(0), model=model)
+    for model, symmetric in (("eb", False), ("eb-s", True)):
+        est = VoteEstimator(1, 16, [0.0], symmetric=symmetric)
         est.add(pulls)
         got[model] = float(est.estimate().quality[0, 0, -1])
     assert truth > 0.95
@@ -46,12 +47,12 @@ def test_symmetric_prior_is_not_pessimistic_about_spread_wrong_answers() -> None
     assert truth - got["eb"] > 2 * abs(got["eb-s"] - truth), got
 
 
-async def test_sh_mixed_spends_its_larger_pulls_and_exactly_its_budget(seed: int) -> None:
+async def test_majority_design_spends_its_wide_pulls_and_exactly_its_budget(seed: int) -> None:
     table = late_bloomer_table()
     rng = np.random.default_rng(seed)
     task = replay_task(table, tiers=TIERS, n_max=16)
     sampler = ReplaySampler(table, rng)
-    run, plan = make_run(task, sampler, 2000, rng, method="sh-mixed")
+    run, plan = make_run(task, sampler, 2000, rng, method="pooled-halving")
     assert plan.samples == 2000
     sizes: list[int] = []
     original = run.spend
@@ -61,7 +62,7 @@ async def test_sh_mixed_spends_its_larger_pulls_and_exactly_its_budget(seed: int
         await original(pulls)
 
     run.spend = spy  # type: ignore[method-assign]
-    await optimize(task, sampler, 2000, rng, method="sh-mixed", run=(run, plan))
+    await optimize(task, sampler, 2000, rng, method="pooled-halving", run=(run, plan))
     assert sum(sizes) == sampler.samples_drawn == 2000
     large = sum(n for n in sizes if n == 4)
     # about a tenth of every round goes to pulls of 4, the rest to single samples
@@ -74,9 +75,9 @@ def test_averaged_estimator_is_the_mean_of_its_parts_over_separate_copies() -> N
     pulls = [
         Pull(p, q, rng.integers(0, 3, size=2), np.ones(2)) for p in range(3) for q in range(20)
     ]
-    sym = PooledEstimator(3, 8, [0.0, 1.0], np.random.default_rng(0), model="eb-s")
+    sym = VoteEstimator(3, 8, [0.0, 1.0], symmetric=True)
     sym.add(pulls)
-    plain = sym.remodel("eb")
+    plain = sym.remodel(symmetric=False)
     both = AveragedEstimator([sym, plain])
     got, a, b = both.estimate(), sym.estimate(), plain.estimate()
     np.testing.assert_allclose(got.quality, (a.quality + b.quality) / 2)
@@ -105,11 +106,11 @@ def test_shared_finalists_open_every_tiers_finalists_to_every_tier_within_its_ca
         assert not shared[t][:, cap:].any()
 
 
-async def test_sh_mixed_ends_on_the_shared_finalists(seed: int) -> None:
+async def test_pooled_halving_ends_on_the_shared_finalists(seed: int) -> None:
     table = late_bloomer_table()
     rng = np.random.default_rng(seed)
     task = replay_task(table, tiers=TIERS, n_max=16)
-    run, _ = make_run(task, ReplaySampler(table, rng), 2000, rng, method="sh-mixed")
+    run, _ = make_run(task, ReplaySampler(table, rng), 2000, rng, method="pooled-halving")
     halved: list[np.ndarray] = []
     halving = run.halving
 
@@ -118,6 +119,66 @@ async def test_sh_mixed_ends_on_the_shared_finalists(seed: int) -> None:
         return halved[-1]
 
     run.halving = spy  # type: ignore[method-assign]
-    final = await run_method("sh-mixed", run)
+    final = await METHODS["pooled-halving"].run(run)
     assert len(halved) == 1
     np.testing.assert_array_equal(final, run.shared_finalists(halved[0]), err_msg=f"seed {seed}")
+
+
+def test_the_late_bloomer_table_is_what_it_claims() -> None:
+    table = late_bloomer_table()
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
+    assert int(np.argmax(acc[:, 0])) == 2
+    assert int(np.argmax(acc[:, 15])) == 7
+    economy = acc - 1.0 * 0.02 * np.arange(1, 17)
+    assert np.unravel_index(int(np.argmax(economy)), economy.shape)[0] == 2
+
+
+async def test_pooled_halving_finds_each_tiers_right_arm(seed: int) -> None:
+    method = "pooled-halving"
+    budget = 4000
+    table = late_bloomer_table()
+    rng = np.random.default_rng(seed)
+    task = replay_task(table, tiers=TIERS, n_max=16)
+    sampler = ReplaySampler(table, rng)
+    result = await optimize(task, sampler, budget, rng, method=method)
+    assert sampler.samples_drawn == result.spent == budget
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
+    for tier in TIERS:
+        utility = acc - tier.cost_weight * 0.02 * np.arange(1, 17)
+        choice = result.policy.tiers[tier.name]
+        got = utility[int(choice.prompt.id), choice.n - 1]
+        assert got >= utility.max() - 0.02, f"{tier.name}: {choice.prompt.id}@{choice.n}, {seed}"
+    assert result.policy.tiers["premium"].prompt.id == "7", f"seed {seed}"
+    assert result.policy.tiers["premium"].n >= 7
+
+
+async def test_pooled_halving_finds_the_large_n_winner_among_shared_traps(seed: int) -> None:
+    method = "pooled-halving"
+    rng = np.random.default_rng(seed)
+    table = shared_trap_table(rng)
+    acc = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)
+    assert int(np.argmax(acc[:, 0])) == 0
+    assert int(np.argmax(acc[:, 15])) == 3
+    task = replay_task(table, tiers=PREMIUM, n_max=16)
+    sampler = ReplaySampler(table, rng)
+    result = await optimize(task, sampler, 4000, rng, method=method)
+    choice = result.policy.tiers["premium"]
+    assert sampler.samples_drawn == 4000
+    assert choice.prompt.id == "3", f"chose {choice.prompt.id} (seed {seed})"
+    assert acc[3, choice.n - 1] >= acc[3].max() - 0.03, f"N={choice.n} (seed {seed})"
+
+
+async def test_pooled_halving_spends_exactly_its_budget_on_small_tables(seed: int) -> None:
+    # Edge cases on purpose: budgets below one wide pull per prompt, one prompt,
+    # N_max 1, tier caps.
+    rng = np.random.default_rng(seed)
+    tiers = (Tier("a", cost_weight=1.0), Tier("b", max_n=3))
+    for prompts, n_max, budget in [(1, 4, 7), (6, 1, 5), (6, 12, 3), (5, 8, 37), (3, 12, 400)]:
+        table = random_table(rng, prompts, 8, 3)
+        task = replay_task(table, tiers=tiers, n_max=n_max)
+        sampler = ReplaySampler(table, rng)
+        run = make_run(task, sampler, budget, rng, method="pooled-halving")
+        assert run[1].samples == budget
+        result = await optimize(task, sampler, budget, rng, method="pooled-halving", run=run)
+        assert sampler.samples_drawn == result.spent == budget, (prompts, n_max, budget)
+        assert result.policy.tiers["b"].n <= 3
