@@ -13,10 +13,11 @@ protocol with a replay and a live implementation.
 
 from __future__ import annotations
 
-from optimizer.api import DEFAULT_METHOD, make_run, optimize, replay_task
+from optimizer.api import DEFAULT_METHOD, REPLAY_REWARD_URL, make_run, optimize, replay_task
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.engine import Run
 from optimizer.estimators import BlockEstimator, Estimate, PooledEstimator, Pull
+from optimizer.exact import best_of_n_exact, majority_credit_exact
 from optimizer.live import HttpSampler, sample_seed
 from optimizer.methods import METHODS, plan_method
 from optimizer.plan import Plan
@@ -31,12 +32,15 @@ from optimizer.result import (
     save_estimates,
 )
 from optimizer.sampling import SampleBatch, Sampler
-from policies.table import RecordedTable, load_table
+from policies.table import AnyTable, BestOfNTable, RecordedTable, load_table
 
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "REPLAY_REWARD_URL",
+    "AnyTable",
     "ArmEstimate",
+    "BestOfNTable",
     "BlockEstimator",
     "CachedSample",
     "Estimate",
@@ -53,9 +57,11 @@ __all__ = [
     "SampleCache",
     "Sampler",
     "TierReport",
+    "best_of_n_exact",
     "estimates_path",
     "load_estimates",
     "load_table",
+    "majority_credit_exact",
     "make_run",
     "optimize",
     "plan_method",

@@ -28,9 +28,10 @@ from iapo.simulator.synthetic import (
     synthetic_majority_table,
     synthetic_reward_table,
 )
+from policies.errors import ConfigError
 from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
-from policies.table import Split, load_table
+from policies.table import RecordedTable, Split, load_table
 from policies.tasks import PromptCandidate, TaskSpec
 from policies.upstream import UpstreamSpec
 
@@ -75,6 +76,8 @@ def make_simulator(
             rng=rng,
         )
     table = load_table(replay)
+    if not isinstance(table, RecordedTable):
+        raise ConfigError(f"{replay}: serving a Best-of-N table is not supported yet")
     return Simulator(table, reward, reward_prompts=REWARD_PROMPTS, seed=seed, rng=rng)
 
 
