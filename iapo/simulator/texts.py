@@ -88,12 +88,14 @@ def majority_reply(question: str, prompt: int | None, answer: int) -> str:
     )
 
 
-def reward_reply(question: str, prompt: int | None, tag: str) -> str:
-    """One Best-of-N sample's text, ending in the hidden tag the reward endpoint reads."""
+def reward_reply(question: str, prompt: int | None, tag: str, label: str = "") -> str:
+    """One Best-of-N sample's text, ending in the hidden tag the reward endpoint reads;
+    ``label`` names the drawn outcome of a replayed table (e.g. ``outcome 3``)."""
     subject = QUESTION_MARKER.search(question)
     about = subject.group(0) if subject else "your request"
     style = "A generic" if prompt is None else f"Style {prompt}"
+    drawn = f" ({label})" if label else ""
     return (
-        f"{style} reply to {about}: here is what I suggest, with the reasons and the "
+        f"{style} reply to {about}{drawn}: here is what I suggest, with the reasons and the "
         f"caveats that matter. [{tag}]"
     )
