@@ -13,7 +13,7 @@ protocol with a replay and a live implementation.
 
 from __future__ import annotations
 
-from optimizer.api import make_run, optimize, replay_task
+from optimizer.api import REPLAY_REWARD_URL, make_run, optimize, replay_task
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.engine import Run
 from optimizer.estimators import (
@@ -26,6 +26,7 @@ from optimizer.estimators import (
     RewardEstimator,
     VoteEstimator,
 )
+from optimizer.exact import best_of_n_exact, majority_credit_exact
 from optimizer.live import HttpSampler, sample_seed
 from optimizer.methods import DEFAULT_METHOD, METHODS, Method
 from optimizer.plan import Plan
@@ -40,12 +41,15 @@ from optimizer.result import (
     save_estimates,
 )
 from optimizer.sampling import SampleBatch, Sampler
-from policies.table import RecordedTable, load_table
+from policies.table import AnyTable, BestOfNTable, RecordedTable, load_table
 
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "REPLAY_REWARD_URL",
+    "AnyTable",
     "ArmEstimate",
+    "BestOfNTable",
     "BlockEstimator",
     "Blocks",
     "CachedSample",
@@ -67,9 +71,11 @@ __all__ = [
     "Sampler",
     "TierReport",
     "VoteEstimator",
+    "best_of_n_exact",
     "estimates_path",
     "load_estimates",
     "load_table",
+    "majority_credit_exact",
     "make_run",
     "optimize",
     "replay_task",

@@ -17,29 +17,64 @@ from optimizer.plan import Plan
 from optimizer.result import OptimizationResult, build_result
 from optimizer.sampling import Sampler
 from policies.errors import BudgetError, ConfigError
-from policies.table import RecordedTable
+from policies.extract import ExtractorSpec
+from policies.reward import RewardSpec
+from policies.table import AnyTable, BestOfNTable, replay_prompt_texts
 from policies.tasks import PromptCandidate, TaskSpec
 from policies.tiers import DEFAULT_TIERS, Tier
 
-__all__ = ["DEFAULT_METHOD", "make_run", "optimize", "replay_task"]
+__all__ = ["DEFAULT_METHOD", "REPLAY_REWARD_URL", "make_run", "optimize", "replay_task"]
 
 logger = logging.getLogger(__name__)
 
+REPLAY_REWARD_URL = "http://127.0.0.1:8900/v1/reward"
+"""Where ``iapo simulate --replay TABLE`` serves a Best-of-N table's scores by default."""
+
 
 def replay_task(
-    table: RecordedTable,
+    table: AnyTable,
     *,
     name: str = "replay",
     tiers: tuple[Tier, ...] = DEFAULT_TIERS,
     n_max: int = 32,
+    reward_url: str = REPLAY_REWARD_URL,
 ) -> TaskSpec:
-    """A task over a recorded table: prompt ids are ``"0"``, ``"1"``, …"""
+    """A task over a recorded table: prompt ids are ``"0"``, ``"1"``, … and their texts are
+    :func:`policies.table.replay_prompt_texts`, the ones ``iapo simulate --replay`` knows.
+
+    A majority table gives a majority-vote task whose answers are read with the ``boxed``
+    extractor (what the simulator's replies end in). A Best-of-N table gives a ``best_of_n``
+    task scored on the table's objectives through the iapo reward contract at
+    ``reward_url``: the optimizer never calls it (a replayed sample carries its scores),
+    the proxy does (``iapo simulate --replay`` serves it; a proxy config may rebind it).
+    Tiers without objective weights weight the objectives equally.
+    """
     prompts = tuple(
-        PromptCandidate(id=str(p), text=f"recorded prompt {p}") for p in range(table.num_prompts)
+        PromptCandidate(id=str(p), text=text) for p, text in enumerate(replay_prompt_texts(table))
     )
     names = [t.name for t in tiers]
     default = "standard" if "standard" in names else names[0]
-    return TaskSpec(name=name, prompts=prompts, tiers=tiers, n_max=n_max, default_tier=default)
+    try:
+        if isinstance(table, BestOfNTable):
+            return TaskSpec(
+                name=name,
+                prompts=prompts,
+                strategy="best_of_n",
+                reward=RewardSpec(url=reward_url, objectives=table.objectives),
+                tiers=tiers,
+                n_max=n_max,
+                default_tier=default,
+            )
+        return TaskSpec(
+            name=name,
+            prompts=prompts,
+            extractor=ExtractorSpec(kind="boxed"),
+            tiers=tiers,
+            n_max=n_max,
+            default_tier=default,
+        )
+    except ValueError as exc:  # e.g. a tier weighting an objective the table lacks
+        raise ConfigError(str(exc)) from None
 
 
 def make_run(

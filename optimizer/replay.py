@@ -1,4 +1,4 @@
-"""The replay sampler: draws answers from a recorded-distribution table.
+"""The replay sampler: draws samples from a recorded table of either kind.
 
 The table is a black box behind the :class:`~optimizer.sampling.Sampler` protocol:
 the optimizer only sees the samples it pays for, so a replay run predicts a live run.
@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from optimizer.sampling import SampleBatch
-from policies.table import RecordedTable
+from policies.table import AnyTable, BestOfNTable
 
 __all__ = ["ReplaySampler"]
 
-# Category labels as answers: interned once, so a sample costs no string formatting.
+# Category and outcome labels as answers: interned once, so a sample costs no formatting.
 _LABELS: dict[int, str] = {}
 
 
@@ -30,18 +31,28 @@ def _label(category: int) -> str:
 
 
 class ReplaySampler:
-    """Samples ``cat_probs[p, q]`` of a table's training split with an injected generator.
+    """Samples a table's training split with an injected generator.
 
-    An answer is the category index as text; the gold answer of query ``q`` is
-    ``str(answers[q])``. One sample of prompt ``p`` costs ``cost_per_prompt[p]``.
+    Majority table: a sample is a draw from ``cat_probs[p, q]``; its answer is the category
+    index as text, and the gold answer of query ``q`` is ``str(answers[q])``.
+    Best-of-N table: a sample is a draw of outcome m from ``bon_probs[p, q]``; its answer
+    is ``str(m)``, its reward row ``bon_outcomes[p, q, m]``, and there is no gold answer.
+    One sample of prompt ``p`` costs ``cost_per_prompt[p]``.
     """
 
-    def __init__(self, table: RecordedTable, rng: np.random.Generator) -> None:
-        self._cdf = np.cumsum(table.cat_probs, axis=-1)
+    def __init__(self, table: AnyTable, rng: np.random.Generator) -> None:
+        self._outcomes: npt.NDArray[np.float64] | None = None
+        if isinstance(table, BestOfNTable):
+            probs = table.bon_probs
+            self._outcomes = table.bon_outcomes
+            self._golds: tuple[str | None, ...] = (None,) * table.num_queries
+        else:
+            probs = table.cat_probs
+            self._golds = tuple(_label(int(a)) for a in table.answers)
+        self._cdf = np.cumsum(probs, axis=-1)
         self._cdf[..., -1] = 1.0  # rounding must never push a draw past the last category
         self._cost = [float(c) for c in table.cost_per_prompt]
-        self._golds = tuple(_label(int(a)) for a in table.answers)
-        self._labels = tuple(_label(c) for c in range(table.cat_probs.shape[-1]))
+        self._labels = tuple(_label(c) for c in range(probs.shape[-1]))
         self._rng = rng
         self.samples_drawn = 0
 
@@ -64,10 +75,15 @@ class ReplaySampler:
 
     def sample_now(self, prompt_index: int, query_index: int, n: int) -> SampleBatch:
         """The synchronous core of :meth:`sample`."""
-        categories = np.searchsorted(self._cdf[prompt_index, query_index], self._rng.random(n))
+        drawn = np.searchsorted(self._cdf[prompt_index, query_index], self._rng.random(n))
         labels = self._labels
         self.samples_drawn += n
+        rewards = None
+        if self._outcomes is not None:
+            rows = self._outcomes[prompt_index, query_index, drawn].tolist()
+            rewards = tuple(map(tuple, rows))
         return SampleBatch(
-            answers=tuple(labels[c] for c in categories.tolist()),
+            answers=tuple(labels[c] for c in drawn.tolist()),
             costs=(self._cost[prompt_index],) * n,
+            rewards=rewards,
         )

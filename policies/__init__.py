@@ -56,7 +56,7 @@ from policies.store import (
     SqlitePolicyStore,
     StoredPolicy,
 )
-from policies.table import RecordedTable, load_table, save_table
+from policies.table import AnyTable, BestOfNTable, RecordedTable, load_table, save_table
 from policies.taskfile import (
     DatasetRow,
     DatasetSpec,
@@ -75,9 +75,11 @@ __all__ = [
     "POLICY_MIGRATIONS",
     "POLICY_VERSION",
     "QUESTION_SLOT",
+    "AnyTable",
     "ApiError",
     "AuthenticationFailed",
     "BestOfNOutcome",
+    "BestOfNTable",
     "BudgetError",
     "BudgetSpent",
     "ConfigError",

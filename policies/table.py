@@ -1,9 +1,12 @@
 """Recorded-distribution tables: the ``.npz`` contract of DESIGN.md, in one place.
 
-A :class:`RecordedTable` holds, per prompt and query, the distribution of one sample's
-answer category, the gold category per query and the cost of one sample per prompt; a
-held-out split is optional. The optimizer only samples it (``optimizer.ReplaySampler``),
-the simulator serves it over HTTP. Construction validates the arrays and names the bad key.
+Two kinds. A :class:`RecordedTable` (majority vote) holds, per prompt and query, the
+distribution of one sample's answer category, the gold category per query and the cost
+of one sample per prompt. A :class:`BestOfNTable` holds, per prompt and query, the M
+reward vectors (over K named objectives) one sample can have and their probabilities.
+A held-out split is optional in both. The optimizer only samples a table
+(``optimizer.ReplaySampler``), the simulator serves it over HTTP. Construction validates
+the arrays and names the bad key; :func:`load_table` tells the kinds apart by their keys.
 
     table = load_table("MATH_final.npz")
     train, test = table.resplit(np.random.default_rng(0), test_share=0.2)
@@ -11,16 +14,26 @@ the simulator serves it over HTTP. Construction validates the arrays and names t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from policies.aggregate import weight_vector
 from policies.errors import ConfigError
 
-__all__ = ["RecordedTable", "Split", "load_table", "save_table"]
+__all__ = [
+    "AnyTable",
+    "BestOfNTable",
+    "RecordedTable",
+    "Split",
+    "load_table",
+    "replay_prompt_texts",
+    "save_table",
+]
 
 Split = Literal["train", "test"]
 
@@ -46,12 +59,7 @@ class RecordedTable:
     def __post_init__(self) -> None:
         _check_split(self.cat_probs, self.answers, "cat_probs", "answers")
         prompts, _, categories = self.cat_probs.shape
-        if self.cost_per_prompt.shape != (prompts,):
-            raise ConfigError(
-                f"cost_per_prompt has shape {self.cost_per_prompt.shape}, expected ({prompts},)"
-            )
-        if not np.all(np.isfinite(self.cost_per_prompt)) or np.any(self.cost_per_prompt < 0):
-            raise ConfigError("cost_per_prompt must be finite and ≥ 0")
+        _check_cost(self.cost_per_prompt, prompts)
         if (self.cat_probs_test is None) != (self.answers_test is None):
             raise ConfigError("give both cat_probs_test and answers_test, or neither")
         if self.cat_probs_test is not None and self.answers_test is not None:
@@ -98,6 +106,11 @@ class RecordedTable:
             RecordedTable(merged.cat_probs[:, test], merged.answers[test], self.cost_per_prompt),
         )
 
+    def take(self, queries: npt.NDArray[np.int64]) -> RecordedTable:
+        """The training queries ``queries`` (indices, in that order), with no test split."""
+        index = _query_index(queries, self.num_queries)
+        return RecordedTable(self.cat_probs[:, index], self.answers[index], self.cost_per_prompt)
+
     def questions(self, split: Split) -> int:
         """Number of questions in ``split`` (0 for a missing test split)."""
         answers = self.split(split)[1]
@@ -126,6 +139,182 @@ class RecordedTable:
         return int(answers[question])
 
 
+@dataclass(frozen=True, eq=False)
+class BestOfNTable:
+    """Reward-vector distributions of a Best-of-N task (the paper's categorical environment).
+
+    ``bon_outcomes``: (P, Q, M, K) the M reward vectors one sample of prompt p on query q
+    can have, over the K ``objectives``; ``bon_probs``: (P, Q, M) their probabilities;
+    ``cost_per_prompt``: (P,) the cost of one sample. ``bon_outcomes_test``: (P, Qt, M, K)
+    and ``bon_probs_test``: (P, Qt, M) the optional held-out split.
+    """
+
+    bon_outcomes: npt.NDArray[np.float64]
+    bon_probs: npt.NDArray[np.float64]
+    objectives: tuple[str, ...]
+    cost_per_prompt: npt.NDArray[np.float64]
+    bon_outcomes_test: npt.NDArray[np.float64] | None = None
+    bon_probs_test: npt.NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        _check_bon_split(self.bon_outcomes, self.bon_probs, "bon_outcomes", "bon_probs")
+        prompts, _, outcomes, objectives = self.bon_outcomes.shape
+        names = self.objectives
+        if (
+            len(names) != objectives
+            or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise ConfigError(
+                f"objectives must be {objectives} distinct non-empty names (one per last axis "
+                f"of bon_outcomes), got {list(names)}"
+            )
+        _check_cost(self.cost_per_prompt, prompts)
+        if (self.bon_outcomes_test is None) != (self.bon_probs_test is None):
+            raise ConfigError("give both bon_outcomes_test and bon_probs_test, or neither")
+        if self.bon_outcomes_test is not None and self.bon_probs_test is not None:
+            _check_bon_split(
+                self.bon_outcomes_test, self.bon_probs_test, "bon_outcomes_test", "bon_probs_test"
+            )
+            test = self.bon_outcomes_test.shape
+            if (test[0], test[2], test[3]) != (prompts, outcomes, objectives):
+                raise ConfigError(
+                    f"bon_outcomes_test has shape {test}; its prompts, outcomes and objectives "
+                    f"must match bon_outcomes {self.bon_outcomes.shape}"
+                )
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.bon_outcomes.shape[0])
+
+    @property
+    def num_queries(self) -> int:
+        """Queries of the training split."""
+        return int(self.bon_outcomes.shape[1])
+
+    @property
+    def num_outcomes(self) -> int:
+        return int(self.bon_outcomes.shape[2])
+
+    @property
+    def num_objectives(self) -> int:
+        return int(self.bon_outcomes.shape[3])
+
+    def merged(self) -> BestOfNTable:
+        """Train and test queries together (no test split)."""
+        if self.bon_outcomes_test is None or self.bon_probs_test is None:
+            return BestOfNTable(
+                self.bon_outcomes, self.bon_probs, self.objectives, self.cost_per_prompt
+            )
+        return BestOfNTable(
+            np.concatenate([self.bon_outcomes, self.bon_outcomes_test], axis=1),
+            np.concatenate([self.bon_probs, self.bon_probs_test], axis=1),
+            self.objectives,
+            self.cost_per_prompt,
+        )
+
+    def take(self, queries: npt.NDArray[np.int64]) -> BestOfNTable:
+        """The training queries ``queries`` (indices, in that order), with no test split."""
+        index = _query_index(queries, self.num_queries)
+        return BestOfNTable(
+            self.bon_outcomes[:, index],
+            self.bon_probs[:, index],
+            self.objectives,
+            self.cost_per_prompt,
+        )
+
+    def resplit(
+        self, rng: np.random.Generator, test_share: float = 0.2
+    ) -> tuple[BestOfNTable, BestOfNTable]:
+        """Merge train and test, shuffle the queries, split into (train, test) tables."""
+        merged = self.merged()
+        order = rng.permutation(merged.num_queries)
+        n_test = round(test_share * merged.num_queries)
+        return merged.take(order[n_test:]), merged.take(order[:n_test])
+
+    def questions(self, split: Split) -> int:
+        """Number of questions in ``split`` (0 for a missing test split)."""
+        outcomes = self.split(split)[0]
+        return 0 if outcomes is None else int(outcomes.shape[1])
+
+    def split(
+        self, split: Split
+    ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
+        """(bon_outcomes, bon_probs) of ``split``; (None, None) for a missing test split."""
+        if split == "train":
+            return self.bon_outcomes, self.bon_probs
+        return self.bon_outcomes_test, self.bon_probs_test
+
+    def probs(self, split: Split, prompt: int, question: int) -> npt.NDArray[np.float64]:
+        """(M,) the outcome distribution of one cell, renormalised against rounding."""
+        bon_probs = self.split(split)[1]
+        if bon_probs is None:
+            raise KeyError(f"the table has no {split} split")
+        row = bon_probs[prompt, question]
+        return np.asarray(row / row.sum(), dtype=np.float64)
+
+    def scores(
+        self, weights: Mapping[str, float] | None, split: Split = "train"
+    ) -> npt.NDArray[np.float64]:
+        """(P, Q, M) the weighted score Σ_k w_k·r_k of every outcome (None: equal weights)."""
+        outcomes = self.split(split)[0]
+        if outcomes is None:
+            raise KeyError(f"the table has no {split} split")
+        unknown = set(weights or {}) - set(self.objectives)
+        if unknown:
+            raise ConfigError(
+                f"weights name unknown objectives {sorted(unknown)}; the table scores "
+                f"{list(self.objectives)}"
+            )
+        return np.asarray(outcomes @ weight_vector(self.objectives, weights), dtype=np.float64)
+
+
+AnyTable: TypeAlias = RecordedTable | BestOfNTable
+"""Either kind of recorded table; ``isinstance`` tells them apart."""
+
+
+def _query_index(queries: npt.NDArray[np.int64], count: int) -> npt.NDArray[np.int64]:
+    index = np.asarray(queries)
+    if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+        raise ConfigError(f"queries must be a 1-d array of query indices, got {index!r}")
+    index = index.astype(np.int64)
+    if index.size == 0:
+        raise ConfigError("take() needs at least one query")
+    if np.any(index < 0) or np.any(index >= count):
+        raise ConfigError(f"query indices must be in [0, {count})")
+    return index
+
+
+def _check_cost(cost: npt.NDArray[np.float64], prompts: int) -> None:
+    if cost.shape != (prompts,):
+        raise ConfigError(f"cost_per_prompt has shape {cost.shape}, expected ({prompts},)")
+    if not np.all(np.isfinite(cost)) or np.any(cost < 0):
+        raise ConfigError("cost_per_prompt must be finite and ≥ 0")
+
+
+def _check_probabilities(probs: npt.NDArray[np.float64], key: str) -> None:
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise ConfigError(f"{key} must be finite probabilities ≥ 0")
+    sums = probs.sum(axis=-1)
+    if np.any(np.abs(sums - 1.0) > _SUM_TOLERANCE):
+        worst = np.unravel_index(int(np.argmax(np.abs(sums - 1.0))), sums.shape)
+        raise ConfigError(f"{key}[{worst[0]}, {worst[1]}] sums to {sums[worst]:.6f}, expected 1")
+
+
+def _check_bon_split(
+    outcomes: npt.NDArray[np.float64], probs: npt.NDArray[np.float64], key: str, probs_key: str
+) -> None:
+    if outcomes.ndim != 4 or min(outcomes.shape) < 1:
+        raise ConfigError(f"{key} must be a non-empty (P, Q, M, K) array, got {outcomes.shape}")
+    if not np.all(np.isfinite(outcomes)):
+        raise ConfigError(f"{key} must be finite rewards")
+    if probs.shape != outcomes.shape[:3]:
+        raise ConfigError(
+            f"{probs_key} has shape {probs.shape}, expected {outcomes.shape[:3]} (P, Q, M of {key})"
+        )
+    _check_probabilities(probs, probs_key)
+
+
 def _check_split(
     cat_probs: npt.NDArray[np.float64], answers: npt.NDArray[np.int64], probs: str, gold: str
 ) -> None:
@@ -133,18 +322,48 @@ def _check_split(
         raise ConfigError(f"{probs} must be a non-empty (P, Q, C) array, got {cat_probs.shape}")
     if answers.shape != cat_probs.shape[1:2]:
         raise ConfigError(f"{gold} has shape {answers.shape}, expected ({cat_probs.shape[1]},)")
-    if not np.all(np.isfinite(cat_probs)) or np.any(cat_probs < 0):
-        raise ConfigError(f"{probs} must be finite probabilities ≥ 0")
-    sums = cat_probs.sum(axis=-1)
-    if np.any(np.abs(sums - 1.0) > _SUM_TOLERANCE):
-        worst = np.unravel_index(int(np.argmax(np.abs(sums - 1.0))), sums.shape)
-        raise ConfigError(f"{probs}[{worst[0]}, {worst[1]}] sums to {sums[worst]:.6f}, expected 1")
+    _check_probabilities(cat_probs, probs)
     if np.any(answers < 0) or np.any(answers >= cat_probs.shape[2]):
         raise ConfigError(f"{gold} must be category indices in [0, {cat_probs.shape[2]})")
 
 
-def load_table(path: str | Path) -> RecordedTable:
-    """Read and validate a recorded-distribution table (``.npz``)."""
+_MAJORITY_STYLES = (
+    "Think step by step and put the final answer in \\boxed{}.",
+    "Answer concisely; write the final answer in \\boxed{}.",
+    "You are an expert mathematician. Show your work and box the answer with \\boxed{}.",
+    "Explain your reasoning to a student, then give the answer in \\boxed{}.",
+    "Work backwards from what is asked, then state the result in \\boxed{}.",
+)
+_BEST_OF_N_STYLES = (
+    "Answer the request as helpfully as you can.",
+    "Answer the request carefully, avoiding anything that could cause harm.",
+    "Be brief and direct.",
+    "Explain your answer step by step, with the caveats that matter.",
+    "Be helpful, honest and harmless.",
+)
+
+
+def replay_prompt_texts(table: AnyTable | int) -> tuple[str, ...]:
+    """The prompt texts of a recorded table, whose real prompts were not recorded.
+
+    ``iapo optimize --replay`` writes them into the policy and ``iapo simulate --replay``
+    recognises them, so a policy optimised on a table is served against the same table.
+    An int is a majority table's prompt count.
+    """
+    if isinstance(table, BestOfNTable):
+        styles, count = _BEST_OF_N_STYLES, table.num_prompts
+    else:
+        styles = _MAJORITY_STYLES
+        count = table if isinstance(table, int) else table.num_prompts
+    return tuple(f"Prompt variant {p}. {styles[p % len(styles)]}" for p in range(count))
+
+
+_MAJORITY_KEYS = ("cat_probs", "answers", "cost_per_prompt")
+_BEST_OF_N_KEYS = ("bon_outcomes", "bon_probs", "objectives", "cost_per_prompt")
+
+
+def load_table(path: str | Path) -> AnyTable:
+    """Read and validate a recorded table (``.npz``) of either kind, told apart by its keys."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -153,33 +372,103 @@ def load_table(path: str | Path) -> RecordedTable:
         raise ConfigError(f"cannot read table {path}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{path}: not a numpy .npz table: {exc}") from None
-    missing = {"cat_probs", "answers", "cost_per_prompt"} - set(arrays)
-    if missing:
-        raise ConfigError(f"{path}: missing keys {sorted(missing)}")
-    test_probs = arrays.get("cat_probs_test")
-    test_answers = arrays.get("answers_test")
     try:
-        return RecordedTable(
-            cat_probs=np.asarray(arrays["cat_probs"], dtype=np.float64),
-            answers=np.asarray(arrays["answers"], dtype=np.int64),
-            cost_per_prompt=np.asarray(arrays["cost_per_prompt"], dtype=np.float64),
-            cat_probs_test=None if test_probs is None else np.asarray(test_probs, np.float64),
-            answers_test=None if test_answers is None else np.asarray(test_answers, np.int64),
-        )
+        return _table_of(arrays)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def save_table(table: RecordedTable, path: str | Path) -> None:
+def _missing(arrays: Mapping[str, object], keys: tuple[str, ...]) -> list[str]:
+    return [key for key in keys if key not in arrays]
+
+
+def _table_of(arrays: Mapping[str, npt.NDArray[np.generic]]) -> AnyTable:
+    majority = any(key in arrays for key in ("cat_probs", "answers"))
+    best_of_n = any(key in arrays for key in ("bon_outcomes", "bon_probs"))
+    if majority and best_of_n:
+        raise ConfigError(
+            "holds keys of both kinds (cat_probs/answers and bon_outcomes/bon_probs); "
+            "a table is a majority table or a Best-of-N table, not both"
+        )
+    if best_of_n:
+        missing = _missing(arrays, _BEST_OF_N_KEYS)
+        if missing:
+            raise ConfigError(f"a Best-of-N table, but missing keys {missing}")
+        return _best_of_n_table(arrays)
+    missing = _missing(arrays, _MAJORITY_KEYS)
+    if majority:
+        if missing:
+            raise ConfigError(f"a majority table, but missing keys {missing}")
+    else:
+        raise ConfigError(
+            f"missing keys: a majority table needs {list(_MAJORITY_KEYS)}, a Best-of-N table "
+            f"{list(_BEST_OF_N_KEYS)}; it has {sorted(arrays)}"
+        )
+    test_probs = arrays.get("cat_probs_test")
+    test_answers = arrays.get("answers_test")
+    return RecordedTable(
+        cat_probs=_floats(arrays["cat_probs"], "cat_probs"),
+        answers=_ints(arrays["answers"], "answers"),
+        cost_per_prompt=_floats(arrays["cost_per_prompt"], "cost_per_prompt"),
+        cat_probs_test=None if test_probs is None else _floats(test_probs, "cat_probs_test"),
+        answers_test=None if test_answers is None else _ints(test_answers, "answers_test"),
+    )
+
+
+def _best_of_n_table(arrays: Mapping[str, npt.NDArray[np.generic]]) -> BestOfNTable:
+    names = arrays["objectives"]
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise ConfigError(
+            f"objectives must be a (K,) array of names, got {names.dtype} {names.shape}"
+        )
+    test_outcomes = arrays.get("bon_outcomes_test")
+    test_probs = arrays.get("bon_probs_test")
+    return BestOfNTable(
+        bon_outcomes=_floats(arrays["bon_outcomes"], "bon_outcomes"),
+        bon_probs=_floats(arrays["bon_probs"], "bon_probs"),
+        objectives=tuple(str(name) for name in names.tolist()),
+        cost_per_prompt=_floats(arrays["cost_per_prompt"], "cost_per_prompt"),
+        bon_outcomes_test=(
+            None if test_outcomes is None else _floats(test_outcomes, "bon_outcomes_test")
+        ),
+        bon_probs_test=None if test_probs is None else _floats(test_probs, "bon_probs_test"),
+    )
+
+
+def _floats(array: npt.NDArray[np.generic], key: str) -> npt.NDArray[np.float64]:
+    if array.dtype.kind not in "fiub":
+        raise ConfigError(f"{key} must be numeric, got dtype {array.dtype}")
+    return np.asarray(array, dtype=np.float64)
+
+
+def _ints(array: npt.NDArray[np.generic], key: str) -> npt.NDArray[np.int64]:
+    if array.dtype.kind not in "iu":
+        raise ConfigError(f"{key} must be integer category indices, got dtype {array.dtype}")
+    return np.asarray(array, dtype=np.int64)
+
+
+def save_table(table: AnyTable, path: str | Path) -> None:
     """Write ``table`` in the ``.npz`` contract, so ``iapo optimize --replay`` can read it."""
-    arrays: dict[str, npt.NDArray[np.generic]] = {
-        "cat_probs": table.cat_probs,
-        "answers": table.answers,
-        "cost_per_prompt": table.cost_per_prompt,
-    }
-    if table.cat_probs_test is not None and table.answers_test is not None:
-        arrays["cat_probs_test"] = table.cat_probs_test
-        arrays["answers_test"] = table.answers_test
+    arrays: dict[str, npt.NDArray[np.generic]]
+    if isinstance(table, BestOfNTable):
+        arrays = {
+            "bon_outcomes": table.bon_outcomes,
+            "bon_probs": table.bon_probs,
+            "objectives": np.array(table.objectives, dtype=np.str_),
+            "cost_per_prompt": table.cost_per_prompt,
+        }
+        if table.bon_outcomes_test is not None and table.bon_probs_test is not None:
+            arrays["bon_outcomes_test"] = table.bon_outcomes_test
+            arrays["bon_probs_test"] = table.bon_probs_test
+    else:
+        arrays = {
+            "cat_probs": table.cat_probs,
+            "answers": table.answers,
+            "cost_per_prompt": table.cost_per_prompt,
+        }
+        if table.cat_probs_test is not None and table.answers_test is not None:
+            arrays["cat_probs_test"] = table.cat_probs_test
+            arrays["answers_test"] = table.answers_test
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

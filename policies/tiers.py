@@ -56,9 +56,18 @@ DEFAULT_TIERS: tuple[Tier, ...] = (
 )
 
 
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text.strip()!r} is not a number") from None
+
+
 def parse_tiers(spec: str) -> tuple[Tier, ...]:
     """Parse the CLI form ``economy=1.0,standard=0.2,premium=0``.
 
+    Tiers are separated by commas; a tier may add Best-of-N objective weights after
+    colons: ``helpful=0.2:helpfulness=1:harmlessness=0.2`` is λ=0.2 with those weights.
     Raises ConfigError naming the bad entry.
     """
     tiers: list[Tier] = []
@@ -67,21 +76,35 @@ def parse_tiers(spec: str) -> tuple[Tier, ...]:
         entry = raw.strip()
         if not entry:
             continue
-        name, sep, weight_text = entry.partition("=")
+        head, *weight_texts = entry.split(":")
+        name, sep, weight_text = head.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise ConfigError(f"tier {entry!r}: expected NAME=COST_WEIGHT, e.g. standard=0.2")
-        try:
-            weight = float(weight_text)
-        except ValueError:
             raise ConfigError(
-                f"tier {name!r}: cost weight {weight_text.strip()!r} is not a number"
-            ) from None
+                f"tier {entry!r}: expected NAME=COST_WEIGHT[:OBJECTIVE=WEIGHT...], "
+                "e.g. standard=0.2 or helpful=0.2:helpfulness=1:harmlessness=0.2"
+            )
+        weight = _number(weight_text, f"tier {name!r}: cost weight")
         if name in seen:
             raise ConfigError(f"tier {name!r} is given twice")
+        objective_weights: dict[str, float] | None = None
+        for text in weight_texts:
+            objective, sep, value = text.partition("=")
+            objective = objective.strip()
+            if not sep or not objective:
+                raise ConfigError(
+                    f"tier {name!r}: objective weight {text!r} is not OBJECTIVE=WEIGHT"
+                )
+            objective_weights = objective_weights or {}
+            if objective in objective_weights:
+                raise ConfigError(f"tier {name!r}: objective {objective!r} is weighted twice")
+            objective_weights[objective] = _number(value, f"tier {name!r}: weight of {objective!r}")
+        fields: dict[str, object] = {"name": name, "cost_weight": weight}
+        if objective_weights is not None:
+            fields["objective_weights"] = objective_weights
         try:
-            tiers.append(msgspec.convert({"name": name, "cost_weight": weight}, Tier))
-        except msgspec.ValidationError as exc:
+            tiers.append(msgspec.convert(fields, Tier))
+        except (msgspec.ValidationError, ValueError) as exc:
             raise ConfigError(f"tier {name!r}: {exc}") from None
         seen.add(name)
     if not tiers:

@@ -241,7 +241,7 @@ class TaskCall:
         return _distinct(ranked + samples)
 
     async def _best_of_n(self, samples: list[Sample], deadline: float) -> list[Sample]:
-        reward = self.served.policy.reward
+        reward = self.served.reward  # the task config's override, else the policy's
         assert reward is not None  # Policy guarantees it for best_of_n tiers
         scorer = self.service.scorer(reward)
         texts = [s.text for s in samples]

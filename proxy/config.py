@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from policies import ConfigError, ExtractorSpec, UpstreamSpec, read_toml
+from policies import ConfigError, ExtractorSpec, RewardSpec, UpstreamSpec, read_toml
 
 __all__ = [
     "AuthConfig",
@@ -121,7 +121,13 @@ class TierCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A served task, bound to a policy file or to the store's active revision."""
+    """A served task, bound to a policy file or to the store's active revision.
+
+    ``extractor`` and ``reward`` override the policy's: where this deployment's answers are
+    read and its Best-of-N candidates scored (e.g. the reward endpoint of the
+    ``iapo simulate --replay`` that serves the table a policy was optimized on). A reward
+    override must score the objectives the policy's tiers weight.
+    """
 
     name: Name
     policy_file: str | None = None
@@ -129,6 +135,7 @@ class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     aliases: tuple[str, ...] = ()
     early_stop: bool = False
     extractor: ExtractorSpec | None = None
+    reward: RewardSpec | None = None
     tiers: dict[str, TierCaps] = msgspec.field(default_factory=dict)
 
 

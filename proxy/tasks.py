@@ -25,6 +25,7 @@ from policies import (
     IapoError,
     Policy,
     PolicyStore,
+    RewardSpec,
     Tier,
     TierPolicy,
     UpstreamSpec,
@@ -48,7 +49,17 @@ def _tighter(a: float | None, b: float | None) -> float | None:
 class ServedTask:
     """A task and the policy it serves now (immutable: reloads build a new one)."""
 
-    __slots__ = ("config", "extractor", "label", "policy", "revision", "stamp", "tiers", "upstream")
+    __slots__ = (
+        "config",
+        "extractor",
+        "label",
+        "policy",
+        "revision",
+        "reward",
+        "stamp",
+        "tiers",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -66,6 +77,9 @@ class ServedTask:
         self.stamp = stamp
         spec = config.extractor or policy.extractor or ExtractorSpec()
         self.extractor: Extractor = make_extractor(spec)
+        self.reward: RewardSpec | None = config.reward or policy.reward
+        if config.reward is not None:
+            _check_reward(config, policy)
         digest = policy.digest
         self.label = digest if revision is None else f"{revision}/{digest}"
         unknown = set(config.tiers) - set(policy.tiers)
@@ -82,6 +96,19 @@ class ServedTask:
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def _check_reward(config: TaskConfig, policy: Policy) -> None:
+    """A reward override must score the objectives the policy was optimized on (a tier
+    without objective weights weights every scored objective equally)."""
+    assert config.reward is not None
+    if policy.reward is None:
+        return
+    if set(config.reward.objectives) != set(policy.reward.objectives):
+        raise ConfigError(
+            f"task {config.name!r}: its reward override scores {list(config.reward.objectives)} "
+            f"but the policy was optimized on {list(policy.reward.objectives)}"
+        )
 
 
 def _capped(tier: Tier, caps: TierCaps | None) -> Tier:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import re
 import signal
 import sys
 from pathlib import Path
@@ -18,12 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iapo.commands._common import positive_int
+from iapo.commands._common import checked_task_name, positive_int, table_task_name
 from optimizer import (
     DEFAULT_METHOD,
     METHODS,
     HttpSampler,
     OptimizationResult,
+    RecordedTable,
     ReplaySampler,
     SampleCache,
     load_table,
@@ -60,7 +60,16 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--tiers",
         default=None,
-        help=f"NAME=COST_WEIGHT,... (default: the task file's tiers, or {DEFAULT_TIERS_TEXT})",
+        help="NAME=COST_WEIGHT[:OBJECTIVE=WEIGHT...],... e.g. "
+        "economy=1,helpful=0.2:helpfulness=1:harmlessness=0.2 (objective weights for "
+        f"Best-of-N; default: the task file's tiers, or {DEFAULT_TIERS_TEXT} with equal "
+        "objective weights)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="task name of a --replay run (default: the table's file name); use the same "
+        "--name with 'iapo simulate --replay' to serve the policy against that table",
     )
     parser.add_argument(
         "--method",
@@ -81,22 +90,23 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _task_name(path: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem).lstrip("_.-") or "replay"
-    return name[:64]
-
-
 def run(args: argparse.Namespace) -> int:
     # Not a terminal (a log, a pipe): wide enough that the tables stay readable.
     width = None if sys.stdout.isatty() else 160
     console = Console(quiet=args.quiet, highlight=False, width=width)
     rng = np.random.default_rng(args.seed)
+    if args.name is not None and not args.replay:
+        raise ConfigError("--name is for --replay runs; a task file names its own task")
     if args.replay:
         table = load_table(args.replay)
         tiers = parse_tiers(args.tiers or DEFAULT_TIERS_TEXT)
-        task = replay_task(
-            table, name=_task_name(Path(args.replay)), tiers=tiers, n_max=args.n_max or 32
-        )
+        if isinstance(table, RecordedTable) and any(t.objective_weights for t in tiers):
+            raise ConfigError(
+                f"{args.replay} is a majority-vote table; objective weights in --tiers are "
+                "for Best-of-N tables"
+            )
+        name = args.name or table_task_name(args.replay)
+        task = replay_task(table, name=checked_task_name(name), tiers=tiers, n_max=args.n_max or 32)
         result = asyncio.run(
             _optimize(args, console, task, ReplaySampler(table, rng), rng, str(args.replay))
         )

@@ -4,7 +4,9 @@
   honours ``n``, ``seed``, ``max_tokens`` / ``max_completion_tokens`` and
   ``stream_options.include_usage``;
 - ``POST /v1/reward``: ``policies.reward`` (RewardRequest in, RewardResponse out);
-- ``GET /v1/models``, ``GET /healthz``.
+- ``GET /v1/models``, ``GET /healthz`` (with ``unknown_prompts``: chat requests whose
+  prompt the table does not know, which got the prompts' average behaviour; each such
+  response also carries ``x-iapo-sim-unknown-prompt: 1``).
 
 Errors use the OpenAI error body, so the ``openai`` SDK raises its usual exceptions.
 """
@@ -27,7 +29,9 @@ from iapo.simulator.engine import Completion, Simulator
 from policies.errors import ApiError, InvalidRequest
 from policies.reward import RewardRequest, RewardResponse
 
-__all__ = ["SimulatorStats", "create_app"]
+__all__ = ["UNKNOWN_PROMPT_HEADER", "SimulatorStats", "create_app"]
+
+UNKNOWN_PROMPT_HEADER = "x-iapo-sim-unknown-prompt"
 
 _MAX_N = 1024
 
@@ -54,6 +58,7 @@ class SimulatorStats:
     completion_tokens: int = 0
     reward_requests: int = 0
     scored: int = 0
+    unknown_prompts: int = 0
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -150,6 +155,10 @@ def create_app(
         counters.chat_requests += 1
         counters.samples += n
         counters.completion_tokens += completion.completion_tokens
+        headers = {}
+        if not completion.prompt_known:
+            counters.unknown_prompts += 1
+            headers[UNKNOWN_PROMPT_HEADER] = "1"
         if latency_s > 0:
             await asyncio.sleep(latency_s * (0.5 + float(jitter.random())))
         name = view.model or model
@@ -158,9 +167,13 @@ def create_app(
             return Stream(
                 _events(completion, name, include_usage),
                 media_type="text/event-stream",
-                headers={"cache-control": "no-cache"},
+                headers={"cache-control": "no-cache", **headers},
             )
-        return Response(msgspec.json.encode(_body(completion, name)), media_type="application/json")
+        return Response(
+            msgspec.json.encode(_body(completion, name)),
+            media_type="application/json",
+            headers=headers,
+        )
 
     @post("/v1/reward", status_code=200)
     async def reward(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -179,8 +192,8 @@ def create_app(
         }
 
     @get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "unknown_prompts": counters.unknown_prompts}
 
     def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
         return Response(

@@ -3,9 +3,11 @@
 A chat request is routed by the question marker in its messages (``Problem train-17`` →
 the majority task, ``Request test-3`` → the Best-of-N task) and by its system message (or
 the template text around the question), which names the candidate prompt. A prompt the
-table does not know gets the prompts' average behaviour; a question without a marker is
-mapped to a training question by a hash of its text. Both are logged, never refused, so a
-hand-written request still gets a sensible answer.
+table does not know gets the prompts' average behaviour, with a WARNING (a policy whose
+prompts the simulator does not know is almost always a mistake: see
+``policies.table.replay_prompt_texts``) and ``Completion.prompt_known`` False, which the
+app counts; a question without a marker is mapped to a training question by a hash of its
+text. Neither is refused, so a hand-written request still gets a sensible answer.
 
     sim = Simulator(synthetic_majority_table(), synthetic_reward_table(), seed=0)
     completion = sim.complete(messages, n=4)
@@ -24,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from iapo.simulator import texts
-from iapo.simulator.rewards import RewardTable
+from iapo.simulator.rewards import RewardSource
 from policies.errors import InvalidRequest
 from policies.table import RecordedTable, Split
 from policies.tasks import QUESTION_SLOT
@@ -50,8 +52,12 @@ class Sample:
 
 @dataclass(frozen=True)
 class Completion:
+    """The samples of one chat request; ``prompt_known`` False: the request's prompt was
+    none of the table's, so it got the prompts' average behaviour."""
+
     prompt_tokens: int
     samples: tuple[Sample, ...]
+    prompt_known: bool = True
 
     @property
     def completion_tokens(self) -> int:
@@ -80,7 +86,8 @@ def _contents(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 class Simulator:
-    """Samples answers from a majority table and reward vectors from a reward table.
+    """Samples answers from a majority table and reward vectors from a reward source
+    (the synthetic :class:`RewardTable` or a Best-of-N table as :class:`TableRewards`).
 
     ``rng`` draws samples when a request gives no ``seed``; with a seed, a request's
     samples depend only on (seed, prompt, question).
@@ -89,15 +96,17 @@ class Simulator:
     def __init__(
         self,
         majority: RecordedTable,
-        reward: RewardTable | None = None,
+        reward: RewardSource | None = None,
         *,
         majority_prompts: Sequence[str] | None = None,
         reward_prompts: Sequence[str] | None = None,
         seed: int = 0,
         rng: np.random.Generator | None = None,
+        replayed: Literal["majority", "reward"] | None = None,
     ) -> None:
         self.majority = majority
         self.reward = reward
+        self.replayed = replayed  # which side answers from a recorded table, if any
         self.majority_prompts = tuple(
             majority_prompts or texts.generic_prompts(majority.num_prompts)
         )
@@ -178,7 +187,13 @@ class Simulator:
             pieces = [piece.strip() for piece in text.split(QUESTION_SLOT) if piece.strip()]
             if pieces and all(any(piece in t for _, t in contents) for piece in pieces):
                 return index
-        logger.info("unknown prompt; answering with the prompts' average behaviour")
+        shown = system[0] if system else None
+        logger.warning(
+            "a prompt this simulator does not know (system message: %.80r); answering with "
+            "the prompts' average behaviour. A policy must be optimized on the same table "
+            "(iapo optimize --replay) for its prompts to be known",
+            shown,
+        )
         return None
 
     # -- sampling -------------------------------------------------------------------------
@@ -206,7 +221,7 @@ class Simulator:
         else:
             samples = self._reward_samples(route, n, rng, max_tokens)
         prompt_tokens = sum(4 + len(t) // 4 for _, t in _contents(messages))
-        return Completion(prompt_tokens, tuple(samples))
+        return Completion(prompt_tokens, tuple(samples), prompt_known=route.prompt is not None)
 
     def _tokens(self, table_cost: float) -> int:
         return max(1, round(table_cost * TOKENS_PER_COST_UNIT))
@@ -248,7 +263,8 @@ class Simulator:
         samples = []
         for sample_id in rng.integers(0, 2**63, size=n):
             tag = f"sim:{code}:{route.split}-{route.question}:{int(sample_id):x}"
-            text = texts.reward_reply(question, route.prompt, tag)
+            label = table.label(route.prompt, route.split, route.question, int(sample_id))
+            text = texts.reward_reply(question, route.prompt, tag, label)
             samples.append(_cut(text, tokens, max_tokens))
         return samples
 

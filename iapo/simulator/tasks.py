@@ -19,7 +19,7 @@ import numpy as np
 
 from iapo.simulator._toml import dumps
 from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
-from iapo.simulator.rewards import RewardTable
+from iapo.simulator.rewards import TableRewards
 from iapo.simulator.synthetic import (
     DEFAULT_SEED,
     MAJORITY_PROMPTS,
@@ -28,9 +28,11 @@ from iapo.simulator.synthetic import (
     synthetic_majority_table,
     synthetic_reward_table,
 )
+from optimizer.api import replay_task
+from policies.errors import ConfigError
 from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
-from policies.table import Split, load_table
+from policies.table import BestOfNTable, Split, load_table, replay_prompt_texts
 from policies.tasks import PromptCandidate, TaskSpec
 from policies.upstream import UpstreamSpec
 
@@ -61,21 +63,40 @@ def make_simulator(
     """The built-in synthetic simulator, or one answering from a recorded table.
 
     ``seed`` generates the synthetic tables and question texts; ``rng`` draws the samples
-    of requests that carry no ``seed`` (default: seeded by ``seed``). Either way the
-    Best-of-N task is the synthetic reward table (recorded tables have no reward scores).
+    of requests that carry no ``seed`` (default: seeded by ``seed``). A majority table
+    replaces the synthetic majority task, a Best-of-N table the synthetic Best-of-N task;
+    the other task stays synthetic. A replayed table's prompts are
+    :func:`policies.table.replay_prompt_texts`, as ``iapo optimize --replay`` names them.
     """
-    reward: RewardTable = synthetic_reward_table(seed)
     if replay is None:
         return Simulator(
             synthetic_majority_table(seed),
-            reward,
+            synthetic_reward_table(seed),
             majority_prompts=MAJORITY_PROMPTS,
             reward_prompts=REWARD_PROMPTS,
             seed=seed,
             rng=rng,
         )
     table = load_table(replay)
-    return Simulator(table, reward, reward_prompts=REWARD_PROMPTS, seed=seed, rng=rng)
+    if isinstance(table, BestOfNTable):
+        return Simulator(
+            synthetic_majority_table(seed),
+            TableRewards(table, seed),
+            majority_prompts=MAJORITY_PROMPTS,
+            reward_prompts=replay_prompt_texts(table),
+            seed=seed,
+            rng=rng,
+            replayed="reward",
+        )
+    return Simulator(
+        table,
+        synthetic_reward_table(seed),
+        majority_prompts=replay_prompt_texts(table),
+        reward_prompts=REWARD_PROMPTS,
+        seed=seed,
+        rng=rng,
+        replayed="majority",
+    )
 
 
 def upstream_spec(base_url: str) -> UpstreamSpec:
@@ -98,8 +119,12 @@ def majority_task(simulator: Simulator, name: str = MAJORITY_TASK) -> TaskSpec:
 
 
 def reward_task(simulator: Simulator, base_url: str, name: str = REWARD_TASK) -> TaskSpec:
-    """The Best-of-N task, scored by the simulator's reward endpoint."""
+    """The Best-of-N task, scored by the simulator's reward endpoint: a replayed table's
+    task is exactly :func:`optimizer.replay_task` (default tiers, equal objective weights)."""
     assert simulator.reward is not None
+    reward_url = base_url.rstrip("/") + "/v1/reward"
+    if isinstance(simulator.reward, TableRewards):
+        return replay_task(simulator.reward.table, name=name, reward_url=reward_url)
     prompts = tuple(
         PromptCandidate(id=str(p), text=text) for p, text in enumerate(simulator.reward_prompts)
     )
@@ -107,9 +132,7 @@ def reward_task(simulator: Simulator, base_url: str, name: str = REWARD_TASK) ->
         name=name,
         prompts=prompts,
         strategy="best_of_n",
-        reward=RewardSpec(
-            url=base_url.rstrip("/") + "/v1/reward", objectives=simulator.reward.objectives
-        ),
+        reward=RewardSpec(url=reward_url, objectives=simulator.reward.objectives),
         tiers=REWARD_TIERS,
         default_tier=REWARD_TIERS[1].name,
     )
@@ -137,14 +160,29 @@ def _dataset_rows(simulator: Simulator, kind: str, split: Split) -> list[dict[st
     ]
 
 
-def write_tasks(simulator: Simulator, directory: str | Path, base_url: str) -> list[SimulatedTask]:
-    """Write the task files and datasets of every task the simulator answers."""
+def write_tasks(
+    simulator: Simulator,
+    directory: str | Path,
+    base_url: str,
+    *,
+    replay_name: str | None = None,
+) -> list[SimulatedTask]:
+    """Write the task files and datasets of every task the simulator answers.
+
+    ``replay_name`` names the task of the replayed table (default: the built-in name of
+    its kind, ``math`` or ``assist``); use the ``--name`` given to ``iapo optimize --replay``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     upstream = upstream_spec(base_url)
-    specs = [("majority", majority_task(simulator))]
+    names = {"majority": MAJORITY_TASK, "reward": REWARD_TASK}
+    if simulator.replayed is not None and replay_name is not None:
+        names[simulator.replayed] = replay_name
+    if names["majority"] == names["reward"]:
+        raise ConfigError(f"task name {replay_name!r} is the other task's; pick another")
+    specs = [("majority", majority_task(simulator, names["majority"]))]
     if simulator.reward is not None:
-        specs.append(("reward", reward_task(simulator, base_url)))
+        specs.append(("reward", reward_task(simulator, base_url, names["reward"])))
     written = []
     for kind, spec in specs:
         paths: dict[Split, Path | None] = {}
@@ -168,31 +206,51 @@ def write_tasks(simulator: Simulator, directory: str | Path, base_url: str) -> l
 
 
 def write_proxy_config(
-    directory: str | Path, base_url: str, tasks: list[SimulatedTask], *, port: int = 8080
+    directory: str | Path,
+    base_url: str,
+    tasks: list[SimulatedTask],
+    *,
+    port: int = 8080,
+    replayed: tuple[str, str] | None = None,
 ) -> Path:
     """Write ``proxy.toml`` for ``iapo serve``: the simulator upstream and one task per
     written task, each served from ``policies/<task>.json`` (what ``iapo optimize --out``
-    writes). Auth is disabled: it is a loopback example; set ``keys_env`` for anything else.
+    writes), with the simulator's extractor (``boxed``) or reward endpoint bound in the
+    task, whatever the policy says. ``replayed`` = (table path, task name) makes the
+    header suggest ``iapo optimize --replay`` for that task. Auth is disabled: it is a
+    loopback example; set ``keys_env`` for anything else.
     """
     path = Path(directory) / "proxy.toml"
+
+    def command(task: SimulatedTask) -> str:
+        out = f"--budget 3000 --out policies/{task.spec.name}.json"
+        if replayed is not None and replayed[1] == task.spec.name:
+            return f"iapo optimize --replay {replayed[0]} --name {task.spec.name} {out}"
+        return f"iapo optimize --task {task.task_file.name} {out}"
+
     header = (
         "# iapo serve --config proxy.toml, once the policies exist, e.g.\n"
-        + "".join(
-            f"#   iapo optimize --task {t.task_file.name} --budget 3000 "
-            f"--out policies/{t.spec.name}.json\n"
-            for t in tasks
-        )
+        + "".join(f"#   {command(t)}\n" for t in tasks)
         + "# (run from this directory). Loopback example: auth is off; set [auth] keys_env\n"
         "# for anything else.\n"
     )
+    entries: list[dict[str, Any]] = []
+    for task in tasks:
+        entry: dict[str, Any] = {
+            "name": task.spec.name,
+            "policy_file": f"policies/{task.spec.name}.json",
+        }
+        if task.spec.strategy == "best_of_n":
+            entry["reward"] = msgspec.to_builtins(task.spec.reward)
+        else:
+            entry["extractor"] = msgspec.to_builtins(task.spec.extractor)
+        entries.append(entry)
     document = {
         "passthrough": False,
         "server": {"host": "127.0.0.1", "port": port},
         "auth": {"disabled": True},
         "upstreams": [msgspec.to_builtins(upstream_spec(base_url))],
-        "tasks": [
-            {"name": t.spec.name, "policy_file": f"policies/{t.spec.name}.json"} for t in tasks
-        ],
+        "tasks": entries,
     }
     path.write_text(header + dumps(document), encoding="utf-8")
     return path

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from policies.table import Split
+from policies.table import Split, replay_prompt_texts
 
 __all__ = [
     "QUESTION_MARKER",
@@ -26,14 +26,6 @@ __all__ = [
 ]
 
 QUESTION_MARKER = re.compile(r"\b(Problem|Request) (train|test)-(\d+)\b")
-
-_STYLES = (
-    "Think step by step and put the final answer in \\boxed{}.",
-    "Answer concisely; write the final answer in \\boxed{}.",
-    "You are an expert mathematician. Show your work and box the answer with \\boxed{}.",
-    "Explain your reasoning to a student, then give the answer in \\boxed{}.",
-    "Work backwards from what is asked, then state the result in \\boxed{}.",
-)
 
 _REQUESTS = (
     "help me write a polite email declining a meeting",
@@ -48,8 +40,9 @@ _REQUESTS = (
 
 
 def generic_prompts(count: int) -> tuple[str, ...]:
-    """Distinct prompt texts for a recorded table whose prompts were not published."""
-    return tuple(f"Prompt variant {p}. {_STYLES[p % len(_STYLES)]}" for p in range(count))
+    """Distinct prompt texts for a recorded majority table whose prompts were not published
+    (the texts ``iapo optimize --replay`` gives them too)."""
+    return replay_prompt_texts(count)
 
 
 def arithmetic_questions(
@@ -95,12 +88,14 @@ def majority_reply(question: str, prompt: int | None, answer: int) -> str:
     )
 
 
-def reward_reply(question: str, prompt: int | None, tag: str) -> str:
-    """One Best-of-N sample's text, ending in the hidden tag the reward endpoint reads."""
+def reward_reply(question: str, prompt: int | None, tag: str, label: str = "") -> str:
+    """One Best-of-N sample's text, ending in the hidden tag the reward endpoint reads;
+    ``label`` names the drawn outcome of a replayed table (e.g. ``outcome 3``)."""
     subject = QUESTION_MARKER.search(question)
     about = subject.group(0) if subject else "your request"
     style = "A generic" if prompt is None else f"Style {prompt}"
+    drawn = f" ({label})" if label else ""
     return (
-        f"{style} reply to {about}: here is what I suggest, with the reasons and the "
+        f"{style} reply to {about}{drawn}: here is what I suggest, with the reasons and the "
         f"caveats that matter. [{tag}]"
     )

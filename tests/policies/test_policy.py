@@ -159,6 +159,23 @@ def test_parse_tiers() -> None:
             parse_tiers(bad)
 
 
+def test_parse_tiers_with_objective_weights() -> None:
+    tiers = parse_tiers("economy=1, helpful=0.2:helpfulness=1:harmlessness=0.2")
+    assert tiers[0] == Tier("economy", cost_weight=1.0)
+    assert tiers[1] == Tier(
+        "helpful", cost_weight=0.2, objective_weights={"helpfulness": 1.0, "harmlessness": 0.2}
+    )
+    for bad, message in [
+        ("a=1:helpfulness", "is not OBJECTIVE=WEIGHT"),
+        ("a=1:=2", "is not OBJECTIVE=WEIGHT"),
+        ("a=1:h=x", "weight of 'h' 'x' is not a number"),
+        ("a=1:h=1:h=2", "weighted twice"),
+        ("a=1:h=inf", "must be finite"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_tiers(bad)
+
+
 def test_task_spec_validation_names_the_problem() -> None:
     prompts = [{"id": "a", "text": "Solve it."}]
     good = msgspec.convert({"name": "math", "prompts": prompts}, TaskSpec)

@@ -177,4 +177,7 @@ async def test_models_and_health(client: openai.AsyncOpenAI, base_url: str) -> N
     models = await client.models.list()
     assert [m.id for m in models.data] == ["iapo-sim"]
     async with httpx.AsyncClient() as http:
-        assert (await http.get(base_url + "/healthz")).json() == {"status": "ok"}
+        assert (await http.get(base_url + "/healthz")).json() == {
+            "status": "ok",
+            "unknown_prompts": 0,
+        }

@@ -85,16 +85,10 @@ def test_cli_write_only_needs_a_directory() -> None:
 
 
 def simulate_args(**overrides: object) -> object:
-    import argparse
+    """The parsed arguments of ``iapo simulate --port 0`` (the real parser's defaults)."""
+    from iapo.cli import build_parser
 
-    defaults = {
-        "replay": None,
-        "host": "127.0.0.1",
-        "port": 0,
-        "seed": None,
-        "write_task": None,
-        "write_only": False,
-        "write_table": None,
-        "latency_ms": 0.0,
-    }
-    return argparse.Namespace(**{**defaults, **overrides})
+    args = build_parser().parse_args(["simulate", "--port", "0"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
