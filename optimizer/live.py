@@ -3,9 +3,13 @@
 Bounded concurrency (the upstream's ``max_concurrency``), a per-sample ``seed`` so
 repeated samples differ, timeouts, retries with exponential backoff and jitter on
 429, 5xx and connection errors. Answers are extracted with the task's extractor;
-Best-of-N tasks get their candidates scored by the reward service. Every sample goes
-to the :class:`~optimizer.cache.SampleCache` before it is used, so an interrupted
-run re-run with the same arguments reads what it already paid for.
+Best-of-N tasks get their candidates scored by the reward service through
+:class:`policies.scoring.RewardScorer`, the proxy's own client (iapo contract, vLLM
+``/pooling`` and ``/score``), with the same retries on the reward's own key, timeout
+and concurrency limit. A candidate the service cannot score stays unscored (NaN).
+Every sample goes to the :class:`~optimizer.cache.SampleCache` as soon as it is paid
+for, and its scores once they come, so an interrupted run re-run with the same
+arguments reads what it already paid for (and only re-asks the reward service).
 
 httpx errors are mapped to :mod:`policies.errors` here and nowhere else.
 
@@ -19,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.sampling import SampleBatch
@@ -39,12 +45,13 @@ from policies.errors import (
     UpstreamUnavailable,
 )
 from policies.extract import make_extractor
-from policies.reward import RewardRequest, RewardResponse
+from policies.reward import RewardSpec
+from policies.scoring import RewardScorer
 from policies.taskfile import DatasetRow
 from policies.tasks import TaskSpec
 from policies.upstream import UpstreamSpec
 
-__all__ = ["HttpSampler", "sample_seed"]
+__all__ = ["HttpSampler", "reward_key", "sample_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +81,80 @@ def _map_status(response: httpx.Response, what: str) -> ApiError:
     return InvalidRequest(f"{what}: {status}: {detail}", status_code=status)
 
 
+def reward_key(spec: RewardSpec) -> str:
+    """What a sample's stored scores depend on: the reward's kind, URL, model, objectives."""
+    identity = msgspec.json.encode([spec.kind, spec.url, spec.model, list(spec.objectives)])
+    return hashlib.sha256(identity).hexdigest()[:16]
+
+
+class _Poster:
+    """POSTs JSON with retries and backoff; httpx errors become :mod:`policies.errors`.
+
+    Also the optimizer's :class:`~policies.scoring.RewardTransport`. The optimizer has
+    no request deadline: each attempt is bounded by ``timeout``, the retries by
+    ``max_retries`` (a finite ``deadline`` also stops the retries).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        client: httpx.AsyncClient,
+        *,
+        headers: Mapping[str, str],
+        timeout: httpx.Timeout,
+        max_concurrency: int,
+        max_retries: int,
+        sleep: Callable[[float], Awaitable[None]],
+        jitter: random.Random,
+    ) -> None:
+        self.what, self._client, self._headers, self._timeout = what, client, headers, timeout
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_retries, self._sleep, self._jitter = max_retries, sleep, jitter
+        self.bad_responses = 0
+
+    def count_error(self, kind: str) -> None:
+        self.bad_responses += 1
+
+    async def post_json(self, url: str, content: bytes, *, deadline: float = math.inf) -> bytes:
+        """The body of a 200; else the last error, once retries are spent or pointless."""
+        attempts = self._max_retries + 1
+        last: ApiError | None = None
+        for attempt in range(attempts):
+            try:
+                async with self._semaphore:
+                    response = await self._client.post(
+                        url, content=content, headers=self._headers, timeout=self._timeout
+                    )
+                if response.status_code == 200:
+                    return response.content
+                last = _map_status(response, self.what)
+            except httpx.TimeoutException as exc:
+                last = UpstreamTimeout(f"{self.what}: timed out: {exc!r}")
+            except httpx.TransportError as exc:
+                last = UpstreamUnavailable(f"{self.what}: cannot connect: {exc!r}")
+            if not last.should_retry or attempt == attempts - 1:
+                break
+            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
+            if isinstance(last, RateLimited) and last.retry_after is not None:
+                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
+            if asyncio.get_running_loop().time() + delay >= deadline:
+                break
+            logger.info(
+                "%s: %s; retry %d/%d in %.1fs",
+                self.what,
+                last.message,
+                attempt + 1,
+                attempts - 1,
+                delay,
+            )
+            await self._sleep(delay)
+        assert last is not None
+        # Our own error, just made: say how hard we tried before it leaves.
+        last.message = f"{self.what}: gave up after {attempt + 1} attempt(s): {last.message}"
+        last.args = (last.message,)
+        raise last
+
+
 class HttpSampler:
     """A :class:`~optimizer.sampling.Sampler` over an OpenAI-compatible upstream.
 
@@ -94,17 +175,51 @@ class HttpSampler:
         jitter: random.Random | None = None,
     ) -> None:
         self.task, self.upstream, self.rows = task, upstream, list(rows)
-        self._client, self._cache, self._run_key = client, cache, run_key
-        self._sleep, self._jitter = sleep, jitter or random.Random(0)
-        self._semaphore = asyncio.Semaphore(upstream.max_concurrency)
+        self._cache, self._run_key = cache, run_key
         self._extract = make_extractor(task.extractor)
-        self._headers = {"content-type": "application/json"}
+        jitter = jitter or random.Random(0)
+        headers = {"content-type": "application/json"}
         key = upstream.api_key()
         if key:
-            self._headers["authorization"] = f"Bearer {key}"
+            headers["authorization"] = f"Bearer {key}"
+        self._chat = _Poster(
+            f"upstream {upstream.name!r}",
+            client,
+            headers=headers,
+            timeout=httpx.Timeout(upstream.timeout_s, connect=upstream.connect_timeout_s),
+            max_concurrency=upstream.max_concurrency,
+            max_retries=upstream.max_retries,
+            sleep=sleep,
+            jitter=jitter,
+        )
+        self._scorer: RewardScorer[_Poster] | None = None
+        self._reward_key: str | None = None
+        if task.strategy == "best_of_n":
+            reward = task.reward
+            assert reward is not None  # TaskSpec checks best_of_n has a reward section
+            reward_headers = {"content-type": "application/json"}
+            reward_api_key = reward.api_key()  # the reward's own key, never the upstream's
+            if reward_api_key:
+                reward_headers["authorization"] = f"Bearer {reward_api_key}"
+            poster = _Poster(
+                "reward service",
+                client,
+                headers=reward_headers,
+                timeout=httpx.Timeout(
+                    reward.timeout_s, connect=min(upstream.connect_timeout_s, reward.timeout_s)
+                ),
+                max_concurrency=upstream.max_concurrency,
+                max_retries=upstream.max_retries,
+                sleep=sleep,
+                jitter=jitter,
+            )
+            self._scorer = RewardScorer(reward, poster)
+            self._reward_key = reward_key(reward)
         self._golds = tuple(row.answer if task.strategy == "majority" else None for row in rows)
         self.paid = 0
         self.cached = 0
+        self.scored = 0
+        self.unscored = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost = 0.0
@@ -143,6 +258,10 @@ class HttpSampler:
             have.update(fresh)
         hits = n - len(missing)
         self.cached += hits
+        if self._scorer is not None:
+            stale = {d: have[d] for d in draws if have[d].reward_key != self._reward_key}
+            if stale:
+                have.update(await self._score(prompt_index, query_index, stale))
         samples = [have[d] for d in draws]
         for s in samples:
             self.prompt_tokens += s.prompt_tokens
@@ -164,6 +283,7 @@ class HttpSampler:
     async def _fetch(
         self, prompt_index: int, query_index: int, draws: list[int]
     ) -> dict[int, CachedSample]:
+        """Pay for samples ``draws`` (not yet scored by the reward service)."""
         prompt = self.task.prompts[prompt_index]
         messages = prompt.render(self.rows[query_index].question)
         query_id = self._query_id(query_index)
@@ -184,13 +304,10 @@ class HttpSampler:
                 raise SamplingError(f"upstream {self.upstream.name!r} returned no choices")
             texts.extend(got)
             pending = pending[len(got) :]
-        rewards: list[tuple[float, ...] | None] = [None] * len(draws)
-        if self.task.strategy == "best_of_n":
-            rewards = list(await self._score(messages, [t[0] for t in texts]))
         out: dict[int, CachedSample] = {}
-        for d, (text, p_tok, c_tok, cost), reward in zip(draws, texts, rewards, strict=True):
+        for d, (text, p_tok, c_tok, cost) in zip(draws, texts, strict=True):
             answer = self._extract(text) if self.task.strategy == "majority" else None
-            out[d] = CachedSample(text, answer, reward, p_tok, c_tok, cost)
+            out[d] = CachedSample(text, answer, None, p_tok, c_tok, cost)
         return out
 
     async def _complete(
@@ -205,7 +322,15 @@ class HttpSampler:
         }
         if self.upstream.max_tokens is not None:
             body["max_tokens"] = self.upstream.max_tokens
-        data = await self._post(self.upstream.chat_url, body, f"upstream {self.upstream.name!r}")
+        what = self._chat.what
+        try:
+            content = await self._chat.post_json(self.upstream.chat_url, msgspec.json.encode(body))
+        except ApiError as exc:
+            raise SamplingError(exc.message) from exc
+        try:
+            data = msgspec.json.decode(content)
+        except msgspec.DecodeError as exc:
+            raise SamplingError(f"{what}: response is not JSON: {exc}") from None
         try:
             choices = data["choices"]
             usage = data.get("usage") or {}
@@ -213,9 +338,7 @@ class HttpSampler:
             c_tok = int(usage.get("completion_tokens", 0))
             contents = [str(c["message"].get("content") or "") for c in choices][:n]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SamplingError(
-                f"upstream {self.upstream.name!r}: malformed response: {exc}"
-            ) from None
+            raise SamplingError(f"{what}: malformed response: {exc}") from None
         if not contents:
             return []
         # Usage covers all choices of the call: share it equally among them.
@@ -224,63 +347,45 @@ class HttpSampler:
         return [(text, p_tok // share, c_tok // share, cost) for text in contents]
 
     async def _score(
-        self, messages: list[dict[str, Any]], candidates: list[str]
-    ) -> list[tuple[float, ...]]:
-        reward = self.task.reward
-        assert reward is not None  # TaskSpec checks best_of_n has a reward section
-        if reward.kind != "iapo":
-            raise SamplingError(
-                "the optimizer scores with the iapo reward contract (kind = 'iapo')"
-            )
-        request = RewardRequest(
-            candidates=candidates,
-            objectives=list(reward.objectives),
-            messages=messages,
-            model=reward.model,
-        )
-        data = await self._post(reward.url, msgspec.to_builtins(request), "reward service")
+        self, prompt_index: int, query_index: int, samples: dict[int, CachedSample]
+    ) -> dict[int, CachedSample]:
+        """``samples`` with the reward service's scores (NaN where it gave none), stored."""
+        assert self._scorer is not None
+        assert self._reward_key is not None
+        messages = self.task.prompts[prompt_index].render(self.rows[query_index].question)
+        draws = list(samples)
         try:
-            response = msgspec.convert(data, RewardResponse)
-        except msgspec.ValidationError as exc:
-            raise SamplingError(f"reward service: malformed response: {exc}") from None
-        if len(response.scores) != len(candidates) or any(
-            len(row) != len(reward.objectives) for row in response.scores
-        ):
-            expected = f"{len(candidates)} rows of {len(reward.objectives)} scores"
-            raise SamplingError(f"reward service: expected {expected}")
-        order = [response.objectives.index(o) for o in reward.objectives]
-        return [tuple(float(row[i]) for i in order) for row in response.scores]
-
-    async def _post(self, url: str, body: dict[str, Any], what: str) -> Any:
-        """POST with retries; returns the decoded JSON or raises SamplingError."""
-        attempts = self.upstream.max_retries + 1
-        timeout = httpx.Timeout(self.upstream.timeout_s, connect=self.upstream.connect_timeout_s)
-        last: ApiError | None = None
-        for attempt in range(attempts):
-            try:
-                async with self._semaphore:
-                    response = await self._client.post(
-                        url, json=body, headers=self._headers, timeout=timeout
-                    )
-                if response.status_code == 200:
-                    return response.json()
-                last = _map_status(response, what)
-            except httpx.TimeoutException as exc:
-                last = UpstreamTimeout(f"{what}: timed out: {exc!r}")
-            except httpx.TransportError as exc:
-                last = UpstreamUnavailable(f"{what}: cannot connect: {exc!r}")
-            except ValueError as exc:  # a 200 whose body is not JSON
-                raise SamplingError(f"{what}: response is not JSON: {exc}") from None
-            if not last.should_retry or attempt == attempts - 1:
-                break
-            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
-            if isinstance(last, RateLimited) and last.retry_after is not None:
-                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
-            logger.info(
-                "%s: %s; retry %d/%d in %.1fs", what, last.message, attempt + 1, attempts - 1, delay
+            matrix = await self._scorer.score(
+                messages, [samples[d].text for d in draws], deadline=math.inf
             )
-            await self._sleep(delay)
-        assert last is not None
-        raise SamplingError(
-            f"{what}: gave up after {attempt + 1} attempt(s): {last.message}"
-        ) from last
+        except ApiError as exc:
+            if exc.should_retry or exc.status_code in (401, 403):
+                # The service is down or refuses us: stop; a re-run scores what is cached.
+                raise SamplingError(
+                    f"{exc.message} (the samples are paid for and cached; a re-run scores them)"
+                ) from exc
+            # It refused these candidates themselves (a 4xx): they stay unscored, as a
+            # re-run would get the same answer.
+            logger.warning("%s; %d sample(s) stay unscored", exc.message, len(draws))
+            matrix = np.full((len(draws), len(self._scorer.objectives)), np.nan)
+        scored = {
+            d: msgspec.structs.replace(
+                samples[d],
+                rewards=tuple(float(x) for x in row),
+                reward_key=self._reward_key,
+            )
+            for d, row in zip(draws, matrix, strict=True)
+        }
+        unscored = int(np.isnan(matrix).any(axis=1).sum())
+        self.scored += len(draws) - unscored
+        self.unscored += unscored
+        if self._cache is not None:
+            prompt_id, query_id = self.task.prompts[prompt_index].id, self._query_id(query_index)
+            await self._cache.set_rewards(
+                self._run_key,
+                prompt_id,
+                query_id,
+                self._reward_key,
+                [(d, s.rewards) for d, s in scored.items() if s.rewards is not None],
+            )
+        return scored
