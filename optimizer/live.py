@@ -110,10 +110,9 @@ class _Poster:
         self.what, self._client, self._headers, self._timeout = what, client, headers, timeout
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_retries, self._sleep, self._jitter = max_retries, sleep, jitter
-        self.bad_responses = 0
 
     def count_error(self, kind: str) -> None:
-        self.bad_responses += 1
+        """Nothing to count: the optimizer keeps no metrics, and the error is raised."""
 
     async def post_json(self, url: str, content: bytes, *, deadline: float = math.inf) -> bytes:
         """The body of a 200; else the last error, once retries are spent or pointless."""
