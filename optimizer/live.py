@@ -11,7 +11,7 @@ Every sample goes to the :class:`~optimizer.cache.SampleCache` as soon as it is 
 for, and its scores once they come, so an interrupted run re-run with the same
 arguments reads what it already paid for (and only re-asks the reward service).
 
-httpx errors are mapped to :mod:`policies.errors` here and nowhere else.
+httpx errors are mapped to :mod:`policies.errors` in :mod:`optimizer._http` and nowhere else.
 
     async with httpx.AsyncClient() as client:
         sampler = HttpSampler(task, upstream, rows, client=client, cache=cache, run_key=key)
@@ -25,25 +25,17 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
 import msgspec
 import numpy as np
 
+from optimizer._http import Poster
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.sampling import SampleBatch
-from policies.errors import (
-    ApiError,
-    AuthenticationFailed,
-    InvalidRequest,
-    RateLimited,
-    SamplingError,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from policies.errors import ApiError, SamplingError
 from policies.extract import make_extractor
 from policies.reward import RewardSpec
 from policies.scoring import RewardScorer
@@ -55,8 +47,6 @@ __all__ = ["HttpSampler", "reward_key", "sample_seed"]
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
-
 
 def sample_seed(run_key: str, prompt_id: str, query_id: str, draw: int) -> int:
     """The upstream ``seed`` of one sample: stable across re-runs, distinct per draw."""
@@ -64,94 +54,10 @@ def sample_seed(run_key: str, prompt_id: str, query_id: str, draw: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _map_status(response: httpx.Response, what: str) -> ApiError:
-    status = response.status_code
-    detail = response.text[:200]
-    if status == 429:
-        retry = response.headers.get("retry-after")
-        try:
-            after = float(retry) if retry is not None else None
-        except ValueError:
-            after = None
-        return RateLimited(f"{what}: rate limited (429): {detail}", retry_after=after)
-    if status in (401, 403):
-        return AuthenticationFailed(f"{what}: {status}: {detail}", status_code=status)
-    if status >= 500:
-        return UpstreamError(f"{what}: {status}: {detail}")
-    return InvalidRequest(f"{what}: {status}: {detail}", status_code=status)
-
-
 def reward_key(spec: RewardSpec) -> str:
     """What a sample's stored scores depend on: the reward's kind, URL, model, objectives."""
     identity = msgspec.json.encode([spec.kind, spec.url, spec.model, list(spec.objectives)])
     return hashlib.sha256(identity).hexdigest()[:16]
-
-
-class _Poster:
-    """POSTs JSON with retries and backoff; httpx errors become :mod:`policies.errors`.
-
-    Also the optimizer's :class:`~policies.scoring.RewardTransport`. The optimizer has
-    no request deadline: each attempt is bounded by ``timeout``, the retries by
-    ``max_retries`` (a finite ``deadline`` also stops the retries).
-    """
-
-    def __init__(
-        self,
-        what: str,
-        client: httpx.AsyncClient,
-        *,
-        headers: Mapping[str, str],
-        timeout: httpx.Timeout,
-        max_concurrency: int,
-        max_retries: int,
-        sleep: Callable[[float], Awaitable[None]],
-        jitter: random.Random,
-    ) -> None:
-        self.what, self._client, self._headers, self._timeout = what, client, headers, timeout
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._max_retries, self._sleep, self._jitter = max_retries, sleep, jitter
-
-    def count_error(self, kind: str) -> None:
-        """Nothing to count: the optimizer keeps no metrics, and the error is raised."""
-
-    async def post_json(self, url: str, content: bytes, *, deadline: float = math.inf) -> bytes:
-        """The body of a 200; else the last error, once retries are spent or pointless."""
-        attempts = self._max_retries + 1
-        last: ApiError | None = None
-        for attempt in range(attempts):
-            try:
-                async with self._semaphore:
-                    response = await self._client.post(
-                        url, content=content, headers=self._headers, timeout=self._timeout
-                    )
-                if response.status_code == 200:
-                    return response.content
-                last = _map_status(response, self.what)
-            except httpx.TimeoutException as exc:
-                last = UpstreamTimeout(f"{self.what}: timed out: {exc!r}")
-            except httpx.TransportError as exc:
-                last = UpstreamUnavailable(f"{self.what}: cannot connect: {exc!r}")
-            if not last.should_retry or attempt == attempts - 1:
-                break
-            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
-            if isinstance(last, RateLimited) and last.retry_after is not None:
-                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
-            if asyncio.get_running_loop().time() + delay >= deadline:
-                break
-            logger.info(
-                "%s: %s; retry %d/%d in %.1fs",
-                self.what,
-                last.message,
-                attempt + 1,
-                attempts - 1,
-                delay,
-            )
-            await self._sleep(delay)
-        assert last is not None
-        # Our own error, just made: say how hard we tried before it leaves.
-        last.message = f"{self.what}: gave up after {attempt + 1} attempt(s): {last.message}"
-        last.args = (last.message,)
-        raise last
 
 
 class HttpSampler:
@@ -181,7 +87,7 @@ class HttpSampler:
         key = upstream.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        self._chat = _Poster(
+        self._chat = Poster(
             f"upstream {upstream.name!r}",
             client,
             headers=headers,
@@ -191,7 +97,7 @@ class HttpSampler:
             sleep=sleep,
             jitter=jitter,
         )
-        self._scorer: RewardScorer[_Poster] | None = None
+        self._scorer: RewardScorer[Poster] | None = None
         self._reward_key: str | None = None
         if task.strategy == "best_of_n":
             reward = task.reward
@@ -200,7 +106,7 @@ class HttpSampler:
             reward_api_key = reward.api_key()  # the reward's own key, never the upstream's
             if reward_api_key:
                 reward_headers["authorization"] = f"Bearer {reward_api_key}"
-            poster = _Poster(
+            poster = Poster(
                 "reward service",
                 client,
                 headers=reward_headers,

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from optimizer.live import _Poster
+from optimizer._http import Poster
 from policies.errors import ApiError, UpstreamError
 from policies.reward import RewardSpec
 from policies.scoring import RewardScorer, RewardTransport
@@ -23,11 +23,11 @@ Handler = Callable[[httpx.Request], httpx.Response]
 MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "2+2?"}]
 
 
-def optimizer_poster(handler: Handler) -> _Poster:
+def optimizer_poster(handler: Handler) -> Poster:
     async def no_sleep(_: float) -> None:
         return None
 
-    return _Poster(
+    return Poster(
         "reward service",
         httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         headers={"content-type": "application/json"},
