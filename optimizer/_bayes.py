@@ -68,11 +68,20 @@ def _votes(total: int) -> npt.NDArray[np.int64]:
     return np.stack([a, b, c, total - a - b - c], axis=1).astype(np.int64)
 
 
+CACHE_DIR_ENV = "IAPO_CACHE_DIR"
+
+
 @lru_cache(maxsize=4)
 def _credit_table(k_max: int) -> Array:
-    """(J, k_max) credit of every grid point, cached on disk (it takes a second to build)."""
-    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iapo"
-    path = path / f"eb-credit-v1-{STEP}-{k_max}.npy"
+    """(J, k_max) credit of every grid point, built in memory (well under a second at
+    k_max=32); kept on disk only in the directory ``$IAPO_CACHE_DIR`` names, if set.
+
+    Library code writes no file it was not asked for: no ``~/.cache`` by default.
+    """
+    directory = os.environ.get(CACHE_DIR_ENV)
+    if not directory:
+        return _build_credit_table(k_max)
+    path = Path(directory) / f"eb-credit-v1-{STEP}-{k_max}.npy"
     try:
         table: Array = np.load(path)
         if table.shape == (_grid().shape[0], k_max):
@@ -85,7 +94,7 @@ def _credit_table(k_max: int) -> Array:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
         np.save(tmp, table)
         tmp.replace(path)
-    except OSError as exc:  # a read-only home: compute it each time
+    except OSError as exc:  # a read-only directory: compute it each time
         logger.info("cannot cache the credit table at %s: %s", path, exc)
     return table
 
@@ -93,20 +102,25 @@ def _credit_table(k_max: int) -> Array:
 def _build_credit_table(k_max: int) -> Array:
     """(J, k_max): exact expected majority credit of gold under each grid point θ.
 
-    The rest mass ``r`` is one-off answers: each such sample is its own answer.
+    The rest mass ``r`` is one-off answers: each such sample is its own answer. Only
+    the vote vectors where gold is among the top answers are summed, each as a product
+    of four tabulated ``mass**count / count!`` (no exp of a log per grid point and vote).
     """
     grid = _grid()
-    log_grid = np.where(grid > 0, np.log(np.where(grid > 0, grid, 1.0)), -1e4)
+    factorial = np.exp([lgamma(i + 1) for i in range(k_max + 1)])
+    # (4, J, k_max + 1): each mass to the power 0..k_max, over that power's factorial
+    powers = grid.T[:, :, None] ** np.arange(k_max + 1) / factorial
     out = np.empty((grid.shape[0], k_max))
-    log_factorial = np.array([lgamma(i + 1) for i in range(k_max + 1)])
     for k in range(1, k_max + 1):
-        votes = _votes(k)
-        log_coef = log_factorial[k] - log_factorial[votes].sum(axis=1)
-        a, b, c, s = votes.T
+        a, b, c, s = _votes(k).T
         top = np.maximum(np.maximum(a, b), np.maximum(c, (s > 0).astype(np.int64)))
-        tied = (a == top).astype(np.int64) + (b == top) + (c == top) + np.where(top == 1, s, 0)
-        credit = np.where((a == top) & (top > 0), 1.0 / np.maximum(tied, 1), 0.0)
-        out[:, k - 1] = np.exp(log_grid @ votes.T + log_coef) @ credit
+        wins = a == top
+        a, b, c, s, top = a[wins], b[wins], c[wins], s[wins], top[wins]
+        tied = 1 + (b == top) + (c == top) + np.where(top == 1, s, 0)
+        prob = powers[0][:, a] * powers[1][:, b]
+        prob *= powers[2][:, c]
+        prob *= powers[3][:, s]
+        out[:, k - 1] = prob @ (factorial[k] / tied)
     return out
 
 

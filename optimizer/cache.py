@@ -3,7 +3,10 @@
 Samples are keyed by (run key, prompt id, query id, draw index): the run key hashes
 the task file, the dataset and the seed; the draw index numbers the samples of one
 (prompt, query) in the order the run asks for them, so repeated samples stay distinct
-and a re-run with the same arguments asks for the same keys.
+and a re-run with the same arguments asks for the same keys. A Best-of-N sample is
+stored as soon as it is paid for, and its reward scores once the reward service has
+answered, with the service that scored it (NaN where it left the sample unscored).
+Samples without scores from the task's reward service are scored, not paid for, again.
 
     cache = await SampleCache.open("samples.sqlite")
     hits = await cache.get(run_key, "step-by-step", "q17", range(0, 8))
@@ -42,11 +45,17 @@ CACHE_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_key, prompt_id, query_id, draw)
     );
     """,
+    # Which reward service scored ``rewards`` (see ``CachedSample.reward_key``).
+    "ALTER TABLE optimizer_samples ADD COLUMN reward_key TEXT;",
 )
 
 
 class CachedSample(msgspec.Struct, frozen=True):
-    """One stored sample: its text, extracted answer, reward scores, usage and cost."""
+    """One stored sample: its text, extracted answer, reward scores, usage and cost.
+
+    ``reward_key`` names the reward service that gave ``rewards`` (kind, URL, model,
+    objectives); scores from another service, or from before it was recorded, are stale.
+    """
 
     text: str
     answer: str | None
@@ -54,6 +63,7 @@ class CachedSample(msgspec.Struct, frozen=True):
     prompt_tokens: int
     completion_tokens: int
     cost: float
+    reward_key: str | None = None
 
 
 class SampleCache:
@@ -88,7 +98,8 @@ class SampleCache:
             async with (
                 self._lock,
                 self._db.execute(
-                    "SELECT draw, text, answer, rewards, prompt_tokens, completion_tokens, cost "
+                    "SELECT draw, text, answer, rewards, prompt_tokens, completion_tokens, cost, "
+                    "reward_key "
                     "FROM optimizer_samples WHERE run_key = ? AND prompt_id = ? AND query_id = ? "
                     "AND draw BETWEEN ? AND ?",
                     (run_key, prompt_id, query_id, wanted[0], wanted[-1]),
@@ -106,6 +117,7 @@ class SampleCache:
                 prompt_tokens=int(row[4]),
                 completion_tokens=int(row[5]),
                 cost=float(row[6]),
+                reward_key=row[7],
             )
             for row in rows
             if int(row[0]) in keep
@@ -134,8 +146,8 @@ class SampleCache:
     ) -> None:
         await self._db.executemany(
             "INSERT OR IGNORE INTO optimizer_samples (run_key, prompt_id, query_id, draw, "
-            "text, answer, rewards, prompt_tokens, completion_tokens, cost) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "text, answer, rewards, prompt_tokens, completion_tokens, cost, reward_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run_key,
@@ -148,11 +160,35 @@ class SampleCache:
                     s.prompt_tokens,
                     s.completion_tokens,
                     s.cost,
+                    s.reward_key,
                 )
                 for draw, s in samples
             ],
         )
         await self._db.commit()
+
+    async def set_rewards(
+        self,
+        run_key: str,
+        prompt_id: str,
+        query_id: str,
+        reward_key: str,
+        rewards: Sequence[tuple[int, tuple[float, ...]]],
+    ) -> None:
+        """Store the scores ``reward_key`` gave samples already stored (by draw index)."""
+        try:
+            async with self._lock:
+                await self._db.executemany(
+                    "UPDATE optimizer_samples SET rewards = ?, reward_key = ? WHERE run_key = ? "
+                    "AND prompt_id = ? AND query_id = ? AND draw = ?",
+                    [
+                        (json.dumps(list(row)), reward_key, run_key, prompt_id, query_id, draw)
+                        for draw, row in rewards
+                    ],
+                )
+                await self._db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the sample cache: {exc}") from exc
 
     async def count(self, run_key: str | None = None) -> int:
         """Samples stored (for one run key, or in all)."""

@@ -3,11 +3,15 @@
 Bounded concurrency (the upstream's ``max_concurrency``), a per-sample ``seed`` so
 repeated samples differ, timeouts, retries with exponential backoff and jitter on
 429, 5xx and connection errors. Answers are extracted with the task's extractor;
-Best-of-N tasks get their candidates scored by the reward service. Every sample goes
-to the :class:`~optimizer.cache.SampleCache` before it is used, so an interrupted
-run re-run with the same arguments reads what it already paid for.
+Best-of-N tasks get their candidates scored by the reward service through
+:class:`policies.scoring.RewardScorer`, the proxy's own client (iapo contract, vLLM
+``/pooling`` and ``/score``), with the same retries on the reward's own key, timeout
+and concurrency limit. A candidate the service cannot score stays unscored (NaN).
+Every sample goes to the :class:`~optimizer.cache.SampleCache` as soon as it is paid
+for, and its scores once they come, so an interrupted run re-run with the same
+arguments reads what it already paid for (and only re-asks the reward service).
 
-httpx errors are mapped to :mod:`policies.errors` here and nowhere else.
+httpx errors are mapped to :mod:`policies.errors` in :mod:`optimizer._http` and nowhere else.
 
     async with httpx.AsyncClient() as client:
         sampler = HttpSampler(task, upstream, rows, client=client, cache=cache, run_key=key)
@@ -19,36 +23,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 
+from optimizer._http import Poster
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.sampling import SampleBatch
-from policies.errors import (
-    ApiError,
-    AuthenticationFailed,
-    InvalidRequest,
-    RateLimited,
-    SamplingError,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from policies.errors import ApiError, SamplingError
 from policies.extract import make_extractor
-from policies.reward import RewardRequest, RewardResponse
+from policies.reward import RewardSpec
+from policies.scoring import RewardScorer
 from policies.taskfile import DatasetRow
 from policies.tasks import TaskSpec
 from policies.upstream import UpstreamSpec
 
-__all__ = ["HttpSampler", "sample_seed"]
+__all__ = ["HttpSampler", "reward_key", "sample_seed"]
 
 logger = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 30.0
 
 
 def sample_seed(run_key: str, prompt_id: str, query_id: str, draw: int) -> int:
@@ -57,21 +54,10 @@ def sample_seed(run_key: str, prompt_id: str, query_id: str, draw: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _map_status(response: httpx.Response, what: str) -> ApiError:
-    status = response.status_code
-    detail = response.text[:200]
-    if status == 429:
-        retry = response.headers.get("retry-after")
-        try:
-            after = float(retry) if retry is not None else None
-        except ValueError:
-            after = None
-        return RateLimited(f"{what}: rate limited (429): {detail}", retry_after=after)
-    if status in (401, 403):
-        return AuthenticationFailed(f"{what}: {status}: {detail}", status_code=status)
-    if status >= 500:
-        return UpstreamError(f"{what}: {status}: {detail}")
-    return InvalidRequest(f"{what}: {status}: {detail}", status_code=status)
+def reward_key(spec: RewardSpec) -> str:
+    """What a sample's stored scores depend on: the reward's kind, URL, model, objectives."""
+    identity = msgspec.json.encode([spec.kind, spec.url, spec.model, list(spec.objectives)])
+    return hashlib.sha256(identity).hexdigest()[:16]
 
 
 class HttpSampler:
@@ -94,17 +80,51 @@ class HttpSampler:
         jitter: random.Random | None = None,
     ) -> None:
         self.task, self.upstream, self.rows = task, upstream, list(rows)
-        self._client, self._cache, self._run_key = client, cache, run_key
-        self._sleep, self._jitter = sleep, jitter or random.Random(0)
-        self._semaphore = asyncio.Semaphore(upstream.max_concurrency)
+        self._cache, self._run_key = cache, run_key
         self._extract = make_extractor(task.extractor)
-        self._headers = {"content-type": "application/json"}
+        jitter = jitter or random.Random(0)
+        headers = {"content-type": "application/json"}
         key = upstream.api_key()
         if key:
-            self._headers["authorization"] = f"Bearer {key}"
+            headers["authorization"] = f"Bearer {key}"
+        self._chat = Poster(
+            f"upstream {upstream.name!r}",
+            client,
+            headers=headers,
+            timeout=httpx.Timeout(upstream.timeout_s, connect=upstream.connect_timeout_s),
+            max_concurrency=upstream.max_concurrency,
+            max_retries=upstream.max_retries,
+            sleep=sleep,
+            jitter=jitter,
+        )
+        self._scorer: RewardScorer[Poster] | None = None
+        self._reward_key: str | None = None
+        if task.strategy == "best_of_n":
+            reward = task.reward
+            assert reward is not None  # TaskSpec checks best_of_n has a reward section
+            reward_headers = {"content-type": "application/json"}
+            reward_api_key = reward.api_key()  # the reward's own key, never the upstream's
+            if reward_api_key:
+                reward_headers["authorization"] = f"Bearer {reward_api_key}"
+            poster = Poster(
+                "reward service",
+                client,
+                headers=reward_headers,
+                timeout=httpx.Timeout(
+                    reward.timeout_s, connect=min(upstream.connect_timeout_s, reward.timeout_s)
+                ),
+                max_concurrency=upstream.max_concurrency,
+                max_retries=upstream.max_retries,
+                sleep=sleep,
+                jitter=jitter,
+            )
+            self._scorer = RewardScorer(reward, poster)
+            self._reward_key = reward_key(reward)
         self._golds = tuple(row.answer if task.strategy == "majority" else None for row in rows)
         self.paid = 0
         self.cached = 0
+        self.scored = 0
+        self.unscored = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost = 0.0
@@ -143,6 +163,10 @@ class HttpSampler:
             have.update(fresh)
         hits = n - len(missing)
         self.cached += hits
+        if self._scorer is not None:
+            stale = {d: have[d] for d in draws if have[d].reward_key != self._reward_key}
+            if stale:
+                have.update(await self._score(prompt_index, query_index, stale))
         samples = [have[d] for d in draws]
         for s in samples:
             self.prompt_tokens += s.prompt_tokens
@@ -164,6 +188,7 @@ class HttpSampler:
     async def _fetch(
         self, prompt_index: int, query_index: int, draws: list[int]
     ) -> dict[int, CachedSample]:
+        """Pay for samples ``draws`` (not yet scored by the reward service)."""
         prompt = self.task.prompts[prompt_index]
         messages = prompt.render(self.rows[query_index].question)
         query_id = self._query_id(query_index)
@@ -184,13 +209,10 @@ class HttpSampler:
                 raise SamplingError(f"upstream {self.upstream.name!r} returned no choices")
             texts.extend(got)
             pending = pending[len(got) :]
-        rewards: list[tuple[float, ...] | None] = [None] * len(draws)
-        if self.task.strategy == "best_of_n":
-            rewards = list(await self._score(messages, [t[0] for t in texts]))
         out: dict[int, CachedSample] = {}
-        for d, (text, p_tok, c_tok, cost), reward in zip(draws, texts, rewards, strict=True):
+        for d, (text, p_tok, c_tok, cost) in zip(draws, texts, strict=True):
             answer = self._extract(text) if self.task.strategy == "majority" else None
-            out[d] = CachedSample(text, answer, reward, p_tok, c_tok, cost)
+            out[d] = CachedSample(text, answer, None, p_tok, c_tok, cost)
         return out
 
     async def _complete(
@@ -205,7 +227,15 @@ class HttpSampler:
         }
         if self.upstream.max_tokens is not None:
             body["max_tokens"] = self.upstream.max_tokens
-        data = await self._post(self.upstream.chat_url, body, f"upstream {self.upstream.name!r}")
+        what = self._chat.what
+        try:
+            content = await self._chat.post_json(self.upstream.chat_url, msgspec.json.encode(body))
+        except ApiError as exc:
+            raise SamplingError(exc.message) from exc
+        try:
+            data = msgspec.json.decode(content)
+        except msgspec.DecodeError as exc:
+            raise SamplingError(f"{what}: response is not JSON: {exc}") from None
         try:
             choices = data["choices"]
             usage = data.get("usage") or {}
@@ -213,9 +243,7 @@ class HttpSampler:
             c_tok = int(usage.get("completion_tokens", 0))
             contents = [str(c["message"].get("content") or "") for c in choices][:n]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SamplingError(
-                f"upstream {self.upstream.name!r}: malformed response: {exc}"
-            ) from None
+            raise SamplingError(f"{what}: malformed response: {exc}") from None
         if not contents:
             return []
         # Usage covers all choices of the call: share it equally among them.
@@ -224,63 +252,45 @@ class HttpSampler:
         return [(text, p_tok // share, c_tok // share, cost) for text in contents]
 
     async def _score(
-        self, messages: list[dict[str, Any]], candidates: list[str]
-    ) -> list[tuple[float, ...]]:
-        reward = self.task.reward
-        assert reward is not None  # TaskSpec checks best_of_n has a reward section
-        if reward.kind != "iapo":
-            raise SamplingError(
-                "the optimizer scores with the iapo reward contract (kind = 'iapo')"
-            )
-        request = RewardRequest(
-            candidates=candidates,
-            objectives=list(reward.objectives),
-            messages=messages,
-            model=reward.model,
-        )
-        data = await self._post(reward.url, msgspec.to_builtins(request), "reward service")
+        self, prompt_index: int, query_index: int, samples: dict[int, CachedSample]
+    ) -> dict[int, CachedSample]:
+        """``samples`` with the reward service's scores (NaN where it gave none), stored."""
+        assert self._scorer is not None
+        assert self._reward_key is not None
+        messages = self.task.prompts[prompt_index].render(self.rows[query_index].question)
+        draws = list(samples)
         try:
-            response = msgspec.convert(data, RewardResponse)
-        except msgspec.ValidationError as exc:
-            raise SamplingError(f"reward service: malformed response: {exc}") from None
-        if len(response.scores) != len(candidates) or any(
-            len(row) != len(reward.objectives) for row in response.scores
-        ):
-            expected = f"{len(candidates)} rows of {len(reward.objectives)} scores"
-            raise SamplingError(f"reward service: expected {expected}")
-        order = [response.objectives.index(o) for o in reward.objectives]
-        return [tuple(float(row[i]) for i in order) for row in response.scores]
-
-    async def _post(self, url: str, body: dict[str, Any], what: str) -> Any:
-        """POST with retries; returns the decoded JSON or raises SamplingError."""
-        attempts = self.upstream.max_retries + 1
-        timeout = httpx.Timeout(self.upstream.timeout_s, connect=self.upstream.connect_timeout_s)
-        last: ApiError | None = None
-        for attempt in range(attempts):
-            try:
-                async with self._semaphore:
-                    response = await self._client.post(
-                        url, json=body, headers=self._headers, timeout=timeout
-                    )
-                if response.status_code == 200:
-                    return response.json()
-                last = _map_status(response, what)
-            except httpx.TimeoutException as exc:
-                last = UpstreamTimeout(f"{what}: timed out: {exc!r}")
-            except httpx.TransportError as exc:
-                last = UpstreamUnavailable(f"{what}: cannot connect: {exc!r}")
-            except ValueError as exc:  # a 200 whose body is not JSON
-                raise SamplingError(f"{what}: response is not JSON: {exc}") from None
-            if not last.should_retry or attempt == attempts - 1:
-                break
-            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
-            if isinstance(last, RateLimited) and last.retry_after is not None:
-                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
-            logger.info(
-                "%s: %s; retry %d/%d in %.1fs", what, last.message, attempt + 1, attempts - 1, delay
+            matrix = await self._scorer.score(
+                messages, [samples[d].text for d in draws], deadline=math.inf
             )
-            await self._sleep(delay)
-        assert last is not None
-        raise SamplingError(
-            f"{what}: gave up after {attempt + 1} attempt(s): {last.message}"
-        ) from last
+        except ApiError as exc:
+            if exc.should_retry or exc.status_code in (401, 403):
+                # The service is down or refuses us: stop; a re-run scores what is cached.
+                raise SamplingError(
+                    f"{exc.message} (the samples are paid for and cached; a re-run scores them)"
+                ) from exc
+            # It refused these candidates themselves (a 4xx): they stay unscored, as a
+            # re-run would get the same answer.
+            logger.warning("%s; %d sample(s) stay unscored", exc.message, len(draws))
+            matrix = np.full((len(draws), len(self._scorer.objectives)), np.nan)
+        scored = {
+            d: msgspec.structs.replace(
+                samples[d],
+                rewards=tuple(float(x) for x in row),
+                reward_key=self._reward_key,
+            )
+            for d, row in zip(draws, matrix, strict=True)
+        }
+        unscored = int(np.isnan(matrix).any(axis=1).sum())
+        self.scored += len(draws) - unscored
+        self.unscored += unscored
+        if self._cache is not None:
+            prompt_id, query_id = self.task.prompts[prompt_index].id, self._query_id(query_index)
+            await self._cache.set_rewards(
+                self._run_key,
+                prompt_id,
+                query_id,
+                self._reward_key,
+                [(d, s.rewards) for d, s in scored.items() if s.rewards is not None],
+            )
+        return scored

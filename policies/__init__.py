@@ -48,6 +48,7 @@ from policies.policy import (
     save_policy,
 )
 from policies.reward import RewardRequest, RewardResponse, RewardSpec
+from policies.scoring import RewardScorer, RewardTransport
 from policies.sqlite import apply_migrations, open_database
 from policies.store import (
     POLICY_MIGRATIONS,
@@ -104,7 +105,9 @@ __all__ = [
     "RequestTooLarge",
     "RewardRequest",
     "RewardResponse",
+    "RewardScorer",
     "RewardSpec",
+    "RewardTransport",
     "SamplingError",
     "SqlitePolicyStore",
     "StoreError",

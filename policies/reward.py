@@ -14,8 +14,9 @@ and expects ``200`` with one row of K scores per candidate, in the order asked::
      "scores": [[0.82, 0.40], [0.35, 0.91]]}
 
 Scores are floats on any scale, higher is better; a tier's ``objective_weights``
-combine them (Σ w_k·r_k). ``iapo simulate`` serves this contract, and the proxy has
-an adapter for a reward model served by vLLM's score/pooling API.
+combine them (Σ w_k·r_k). ``iapo simulate`` serves this contract. The client that
+speaks it (and vLLM's score/pooling API) is :mod:`policies.scoring`, used by the
+proxy and the optimizer alike.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from policies.upstream import UpstreamSpec
 
 __all__ = ["RewardRequest", "RewardResponse", "RewardSpec"]
 
@@ -50,6 +53,15 @@ class RewardSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"reward 'url' must be an http(s) URL, got {self.url!r}")
         if self.kind == "vllm" and len(self.objectives) != 1:
             raise ValueError("a vLLM reward model scores one objective; give one name")
+
+    def api_key(self) -> str | None:
+        """The key from ``api_key_env`` (ConfigError if it is named but unset), sent to the
+        reward service only: never the upstream's key."""
+        if self.api_key_env is None:
+            return None
+        return UpstreamSpec(
+            self.url, "reward", name="reward", api_key_env=self.api_key_env
+        ).api_key()
 
 
 class RewardRequest(msgspec.Struct, frozen=True):

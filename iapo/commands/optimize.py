@@ -186,6 +186,11 @@ async def _live(
                 f"({cache_path}); tokens {sampler.prompt_tokens} prompt + "
                 f"{sampler.completion_tokens} completion; cost {sampler.cost:.6g}"
             )
+            if task.strategy == "best_of_n" and task.reward is not None:
+                console.print(
+                    f"rewards ({task.reward.url}): {sampler.scored} samples scored, "
+                    f"{sampler.unscored} left unscored by the reward service"
+                )
             return result
     except asyncio.CancelledError:
         if terminated:
