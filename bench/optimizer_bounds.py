@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from optimizer import RecordedTable, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
-from optimizer.estimators import PooledEstimator  # noqa: E402
+from optimizer.estimators import VoteEstimator  # noqa: E402
 from policies.tasks import TaskSpec  # noqa: E402
 from policies.tiers import parse_tiers  # noqa: E402
 
@@ -54,20 +54,19 @@ Array = npt.NDArray[np.float64]
 
 @contextmanager
 def exact_pair_curves(curves: Array) -> Iterator[None]:
-    """While active, every pooled estimator values a sampled (prompt, query) by its
+    """While active, every majority-vote estimator values a sampled (prompt, query) by its
     exact (K,) curve ``curves[prompt, query]`` (queries indexed as the run sees them)."""
 
-    def refresh(self: PooledEstimator) -> None:
+    def refresh(self: VoteEstimator) -> None:
         self._dirty = set()
-        exact = curves[np.asarray(self._pair_prompt), np.asarray(self._pair_query)]
-        self._curves = np.repeat(exact[:, None, :], len(self.cost_weights), axis=1)
+        self._curves = curves[np.asarray(self._pair_prompt), np.asarray(self._pair_query)]
 
-    original = PooledEstimator._refresh
-    PooledEstimator._refresh = refresh  # type: ignore[method-assign]
+    original = VoteEstimator._refresh
+    VoteEstimator._refresh = refresh  # type: ignore[method-assign]
     try:
         yield
     finally:
-        PooledEstimator._refresh = original  # type: ignore[method-assign]
+        VoteEstimator._refresh = original  # type: ignore[method-assign]
 
 
 def run_picks(
@@ -86,7 +85,7 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--tiers", default="economy=1.0,standard=0.2,premium=0")
     parser.add_argument("--n-max", type=int, default=32)
-    parser.add_argument("--method", default="sh-mixed")
+    parser.add_argument("--method", default="pooled-halving")
     parser.add_argument("--budgets", default="1000,3000")
     args = parser.parse_args()
     logging.getLogger("optimizer").setLevel(logging.ERROR)
@@ -99,7 +98,8 @@ def main() -> int:
 
     rows: dict[str, list[float]] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        train_q, u_train, u_test, oracle = resplit(acc, cost, seed)
+        quality = np.broadcast_to(acc[None], (len(tiers), *acc.shape))
+        train_q, u_train, u_test, oracle = resplit(quality, cost, seed)
 
         ranked = np.argsort(-u_train.max(axis=2), axis=1)  # (T, P): prompts best first
         for r in (1, 2, 3, 4, 6, 8):

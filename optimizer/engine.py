@@ -257,15 +257,17 @@ class Run:
         halve: bool = True,
         by_prompt: bool = False,
         pull: int | None = None,
+        min_queries: int | None = None,
         wide: tuple[float, int] | None = None,
     ) -> Mask:
         """Successive halving over ``active`` with exactly ``budget`` samples.
 
         Each round pulls every active prompt at its largest active N, capped at ``pull``
-        samples per pull when given. ``wide=(fraction, size)``: each round first spends
-        ``fraction`` of its samples on one pull of up to ``size`` samples of every
-        active prompt (smaller when the share is short, skipped below 2 samples a
-        prompt), the rest as usual.
+        samples per pull when given, and with ``min_queries`` small enough that each
+        active prompt sees that many queries in the round. ``wide=(fraction, size)``:
+        each round first spends ``fraction`` of its samples on pulls of up to ``size``
+        samples of every active prompt (one smaller pull each when the share is short,
+        none below 2 samples a prompt), the rest as usual.
         """
         units = active.any(axis=2).sum(axis=1) if by_prompt else active.sum(axis=(1, 2))
         rounds = rounds or rounds_for(int(units.max()))
@@ -288,6 +290,9 @@ class Run:
             if pull is not None:
                 sizes = np.minimum(sizes, pull)
             rest = round_budget - (self.spent - start)
+            if min_queries is not None:
+                fit = rest // max(int((sizes > 0).sum()) * min_queries, 1)
+                sizes = np.minimum(sizes, max(1, fit))
             pulls, scaled = allocate(rest, sizes, self.rng, spend_all=last)
             self.rounds_scaled += scaled
             await self.spend(pulls)

@@ -37,6 +37,7 @@ __all__ = [
     "PooledHalving",
     "PromptOnly",
     "Psst",
+    "PullDesign",
     "Uniform",
     "Warmup",
 ]
@@ -65,13 +66,16 @@ class _Planner:
         halve: bool = True,
         rounds: int | None = None,
         pull: int | None = None,
+        min_queries: int | None = None,
     ) -> None:
         """A halving phase over ``counts`` units per tier, ``pulled`` prompts pulled at
-        up to N=``n`` (``pull``: the design's own pull size, if smaller)."""
+        up to N=``n`` (``pull``, ``min_queries``: the design's own caps, if smaller)."""
         r = rounds or rounds_for(max(counts))
         share = shares(budget, r)
         first = share[0] if r > 1 else budget
         size = n if pull is None else min(n, pull)
+        if min_queries:
+            size = min(size, max(1, first // max(pulled * min_queries, 1)))
         per_prompt = first // max(pulled * size, 1)
         if per_prompt == 0:
             fit = first // max(pulled, 1)
@@ -116,61 +120,79 @@ class Method:
         raise NotImplementedError
 
 
+@dataclass(frozen=True, slots=True)
+class PullDesign:
+    """How a halving round spends its samples (see :meth:`Run.halving`): pulls capped at
+    ``pull`` samples and at what leaves ``min_queries`` queries per active prompt; first
+    a ``wide`` = (share, size) of the round in larger pulls of every active prompt."""
+
+    pull: int | None
+    min_queries: int | None
+    wide: tuple[float, int] | None
+
+    def describe(self, k_max: int) -> str:
+        size = f"pulls of {self.pull}" if self.pull else f"pulls of up to N={k_max}"
+        if self.min_queries:
+            size += f", at least {self.min_queries} queries per prompt a round"
+        if self.wide:
+            size += f"; {self.wide[0]:.0%} in pulls of {self.wide[1]}"
+        return size
+
+
 class PooledHalving(Method):
     """Successive halving over each tier's prompts, pooled estimators (the default).
 
     A prompt is kept or dropped with all its N, valued by its best N; the finalists of
     all tiers are open to every tier at the end (they were sampled on the same queries).
-    Each round spends a share of its samples on *wide* pulls, one per active prompt on
-    shared queries, and the rest on *narrow* pulls that cover as many shared queries as
-    they can:
+    Every active prompt of a round is pulled on the same queries. The pull design and the
+    estimator follow the task's strategy:
 
-    - majority vote: narrow pulls of one sample, wide pulls of 4, the label-symmetric
-      empirical-Bayes vote model (wide pulls pin how concentrated wrong answers are);
-      N is chosen on the mean of the symmetric and plain models' curves;
-    - Best-of-N: narrow pulls of a few samples (the mean score needs many queries), wide
-      pulls at the largest active N (the lift E[max of N] − E[score] needs large pulls),
-      order-statistics estimator (:class:`~optimizer.estimators.RewardEstimator`).
+    - majority vote: pulls of one sample (the finalists are compared on as many shared
+      queries as the budget covers), a tenth of each round in pulls of 4 (they pin how
+      concentrated a prompt's wrong answers are), the label-symmetric empirical-Bayes
+      vote model (:class:`~optimizer.estimators.VoteEstimator`); N is chosen on the mean
+      of the symmetric and plain models' curves;
+    - Best-of-N: pulls at the largest N still active (E[max of N] is measured, not
+      extrapolated, wherever the budget allows), made smaller when a round could not
+      otherwise give each active prompt two queries; the order-statistics estimator with
+      lift extrapolation (:class:`~optimizer.estimators.RewardEstimator`).
     """
 
     name = "pooled-halving"
     summary = "halving over each tier's prompts; pooled estimators; design by strategy"
-
-    # majority vote
-    VOTE_NARROW = 1
-    VOTE_WIDE = 4
-    VOTE_WIDE_SHARE = 0.1
-    # Best-of-N
-    REWARD_NARROW = 2
-    REWARD_WIDE_SHARE = 0.35
+    VOTES = PullDesign(pull=1, min_queries=None, wide=(0.1, 4))
+    REWARDS = PullDesign(pull=None, min_queries=2, wide=None)
 
     def estimator(self, best_of_n: bool) -> EstimatorConfig:
         return Pooled(symmetric=not best_of_n)
 
-    def _design(self, run: Run) -> tuple[int, int, float]:
-        """(narrow pull, wide pull, wide share of each round)."""
-        if run.best_of_n:
-            return self.REWARD_NARROW, run.k_max, self.REWARD_WIDE_SHARE
-        return self.VOTE_NARROW, self.VOTE_WIDE, self.VOTE_WIDE_SHARE
+    def design(self, run: Run) -> PullDesign:
+        return self.REWARDS if run.best_of_n else self.VOTES
 
     def plan(self, run: Run) -> Plan:
-        narrow, wide, share = self._design(run)
+        design = self.design(run)
         planner = _Planner(run)
         prompts = run.num_prompts
         planner.halving(
-            f"halving over prompts (pulls of {narrow}, {share:.0%} in pulls of up to {wide})",
+            f"halving over prompts ({design.describe(run.k_max)})",
             (prompts,) * len(run.tiers),
             run.budget,
             run.k_max,
             prompts,
-            pull=narrow,
+            pull=design.pull,
+            min_queries=design.min_queries,
         )
         return planner.plan(self.name)
 
     async def run(self, run: Run) -> Mask:
-        narrow, wide, share = self._design(run)
+        design = self.design(run)
         active = await run.halving(
-            run.all_arms(), run.remaining, by_prompt=True, pull=narrow, wide=(share, wide)
+            run.all_arms(),
+            run.remaining,
+            by_prompt=True,
+            pull=design.pull,
+            min_queries=design.min_queries,
+            wide=design.wide,
         )
         if isinstance(run.estimator, VoteEstimator):
             # From mostly single samples the symmetric curves rise a little too fast,
