@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from iapo.simulator.generate import categorical_bon_table
 from optimizer import Pull, ReplaySampler, VoteEstimator, make_run, optimize, replay_task
 from optimizer._bayes import _grid, _likelihood_sym
 from optimizer.estimators import AveragedEstimator
-from optimizer.exact import majority_credit_exact
+from optimizer.exact import best_of_n_exact, majority_credit_exact
 from optimizer.methods import METHODS
+from policies.table import BestOfNTable
 from policies.tiers import Tier
 
 from .conftest import late_bloomer_table, random_table, shared_trap_table
@@ -180,5 +182,60 @@ async def test_pooled_halving_spends_exactly_its_budget_on_small_tables(seed: in
         run = make_run(task, sampler, budget, rng, method="pooled-halving")
         assert run[1].samples == budget
         result = await optimize(task, sampler, budget, rng, method="pooled-halving", run=run)
+        assert sampler.samples_drawn == result.spent == budget, (prompts, n_max, budget)
+        assert result.policy.tiers["b"].n <= 3
+
+
+def late_peaking_bon_table(queries: int = 80) -> BestOfNTable:
+    """Best-of-N, one objective. Prompt 0: steady (0.6 or 0.65), best at N=1;
+    prompt 1: usually 0.3-0.5, rarely (3%) 1.0, so its best of N keeps rising up to
+    N=32 and wins there; prompt 2: poor everywhere."""
+    values = np.zeros((3, queries, 4, 1))
+    probs = np.zeros((3, queries, 4))
+    values[0, :, :, 0] = [0.6, 0.65, 0.6, 0.65]
+    probs[0] = 0.25
+    values[1, :, :, 0] = [0.3, 0.4, 0.5, 1.0]
+    probs[1] = [0.32, 0.33, 0.32, 0.03]
+    values[2, :, :, 0] = [0.2, 0.3, 0.4, 0.5]
+    probs[2] = 0.25
+    return BestOfNTable(values, probs, ("reward",), np.full(3, 0.001))
+
+
+def test_the_late_peaking_bon_table_is_what_it_claims() -> None:
+    table = late_peaking_bon_table()
+    quality = best_of_n_exact(table.scores(None), table.bon_probs, 32).mean(axis=1)
+    assert int(np.argmax(quality[:, 0])) == 0
+    assert int(np.argmax(quality[:, 31])) == 1
+    assert quality[1, 31] - quality[1, 15] > 0.1  # still rising past N=16
+
+
+async def test_best_of_n_chooses_n_up_to_n_max_when_it_pays(seed: int) -> None:
+    table = late_peaking_bon_table()
+    rng = np.random.default_rng(seed)
+    tiers = (Tier("economy", cost_weight=20.0), Tier("premium", cost_weight=0.0))
+    task = replay_task(table, tiers=tiers, n_max=32)
+    assert task.strategy == "best_of_n"
+    sampler = ReplaySampler(table, rng)
+    result = await optimize(task, sampler, 3000, rng)
+    assert sampler.samples_drawn == result.spent == 3000
+    premium = result.policy.tiers["premium"]
+    assert premium.prompt.id == "1", f"seed {seed}"
+    assert premium.n >= 28, f"premium chose N={premium.n} (seed {seed})"
+    # At 0.02 of utility per sample, the steady prompt at small N is worth more.
+    economy = result.policy.tiers["economy"]
+    assert economy.prompt.id == "0", f"seed {seed}"
+    assert economy.n <= 3, f"economy chose N={economy.n} (seed {seed})"
+
+
+async def test_best_of_n_spends_exactly_its_budget_on_small_tables(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tiers = (Tier("a", cost_weight=1.0), Tier("b", max_n=3))
+    for prompts, n_max, budget in [(1, 4, 7), (6, 1, 5), (6, 12, 3), (5, 8, 37), (3, 12, 400)]:
+        table = categorical_bon_table(int(rng.integers(1 << 16)), prompts=prompts, queries=8)
+        task = replay_task(table, tiers=tiers, n_max=n_max)
+        sampler = ReplaySampler(table, rng)
+        run = make_run(task, sampler, budget, rng)
+        assert run[1].samples == budget
+        result = await optimize(task, sampler, budget, rng, run=run)
         assert sampler.samples_drawn == result.spent == budget, (prompts, n_max, budget)
         assert result.policy.tiers["b"].n <= 3
