@@ -43,8 +43,8 @@ def test_best_of_n_prompts_gain_differently_from_n() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_majority_prompts_rank_differently_at_n1_and_large_n(seed: int) -> None:
-    table = majority_table(seed, prompts=6, queries=200, skill_spread=0.0)
-    credit = majority_credit_exact(table.cat_probs, table.answers, 32).mean(axis=1)  # (P, N)
+    table = majority_table(seed, prompts=6, queries=120, skill_spread=0.0)
+    credit = majority_credit_exact(table.cat_probs, table.answers, 16).mean(axis=1)  # (P, N)
     confident, careful = credit[0::2], credit[1::2]
     assert confident[:, 0].mean() > careful[:, 0].mean(), f"seed {seed}"
     assert careful[:, -1].mean() > confident[:, -1].mean(), f"seed {seed}"
