@@ -3,11 +3,12 @@
 A chat request is routed by the question marker in its messages (``Problem train-17`` →
 the majority task, ``Request test-3`` → the Best-of-N task) and by its system message (or
 the template text around the question), which names the candidate prompt. A prompt the
-table does not know gets the prompts' average behaviour, with a WARNING (a policy whose
-prompts the simulator does not know is almost always a mistake: see
-``policies.table.replay_prompt_texts``) and ``Completion.prompt_known`` False, which the
-app counts; a question without a marker is mapped to a training question by a hash of its
-text. Neither is refused, so a hand-written request still gets a sensible answer.
+table does not know gets the prompts' average behaviour, with a WARNING once per prompt
+text and ``Completion.prompt_known`` False, which the app counts: a policy whose prompts
+the simulator does not know is almost always a mistake (see
+``policies.table.replay_prompt_texts``). A question without a marker is mapped to a
+training question by a hash of its text. Neither is refused, so a hand-written request
+still gets a sensible answer.
 
     sim = Simulator(synthetic_majority_table(), synthetic_reward_table(), seed=0)
     completion = sim.complete(messages, n=4)
@@ -41,6 +42,7 @@ TOKENS_PER_COST_UNIT = 100_000
 
 _TAG = re.compile(r"\[sim:(\d+|x):(train|test)-(\d+):([0-9a-f]{1,16})\]")
 _SPLITS: tuple[Split, ...] = ("train", "test")
+_MAX_WARNED = 1000
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Simulator:
         self.majority = majority
         self.reward = reward
         self.replayed = replayed  # which side answers from a recorded table, if any
+        self._warned: set[str | None] = set()  # unknown prompts already logged
         self.majority_prompts = tuple(
             majority_prompts or texts.generic_prompts(majority.num_prompts)
         )
@@ -176,8 +179,7 @@ class Simulator:
         prompts = self.majority_prompts if kind == "majority" else self.reward_prompts
         return Route(kind, self._prompt_of(contents, prompts), split, question)
 
-    @staticmethod
-    def _prompt_of(contents: list[tuple[str, str]], prompts: tuple[str, ...]) -> int | None:
+    def _prompt_of(self, contents: list[tuple[str, str]], prompts: tuple[str, ...]) -> int | None:
         system = [t.strip() for role, t in contents if role in ("system", "developer")]
         for index, text in enumerate(prompts):
             if text.strip() in system:
@@ -188,12 +190,16 @@ class Simulator:
             if pieces and all(any(piece in t for _, t in contents) for piece in pieces):
                 return index
         shown = system[0] if system else None
-        logger.warning(
-            "a prompt this simulator does not know (system message: %.80r); answering with "
-            "the prompts' average behaviour. A policy must be optimized on the same table "
-            "(iapo optimize --replay) for its prompts to be known",
-            shown,
-        )
+        # once per distinct prompt (the app counts every request): a misconfigured proxy
+        # under load must not flood the log
+        if shown not in self._warned and len(self._warned) < _MAX_WARNED:
+            self._warned.add(shown)
+            logger.warning(
+                "a prompt this simulator does not know (system message: %.80r); answering "
+                "with the prompts' average behaviour. A policy must be optimized on the same "
+                "table (iapo optimize --replay) for its prompts to be known",
+                shown,
+            )
         return None
 
     # -- sampling -------------------------------------------------------------------------

@@ -111,7 +111,10 @@ def upstream_spec(base_url: str) -> UpstreamSpec:
 
 
 def majority_task(simulator: Simulator, name: str = MAJORITY_TASK) -> TaskSpec:
-    """The majority-vote task: the table's prompts (ids "0", "1", …), boxed answers."""
+    """The majority-vote task: the table's prompts (ids "0", "1", …), boxed answers; a
+    replayed table's task is exactly :func:`optimizer.replay_task`."""
+    if simulator.replayed == "majority":
+        return replay_task(simulator.majority, name=name)
     prompts = tuple(
         PromptCandidate(id=str(p), text=text) for p, text in enumerate(simulator.majority_prompts)
     )

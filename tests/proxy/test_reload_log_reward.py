@@ -12,7 +12,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from policies import RewardSpec, SqlitePolicyStore, UpstreamError, encode_policy, save_policy
+from policies import (
+    ConfigError,
+    RewardSpec,
+    SqlitePolicyStore,
+    UpstreamError,
+    encode_policy,
+    save_policy,
+)
 from proxy.config import RequestLogConfig
 from proxy.requestlog import RequestLog, RequestRecord
 from proxy.reward import RewardScorer
@@ -239,3 +246,32 @@ async def test_request_log_writes_every_row_of_a_batch_in_order(tmp_path: Path) 
         rows = db.execute("SELECT ts, task, samples_launched, cost FROM request_log").fetchall()
     assert sorted(rows) == [(float(i), "t", i, i / 8) for i in range(75)]
     assert log.written == 75
+
+
+async def test_a_task_reward_override_is_where_best_of_n_is_scored(tmp_path: Path) -> None:
+    from proxy.tasks import ServedTask
+
+    asked: list[str] = []
+
+    def scorer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json={"objectives": ["a", "b"], "scores": [[0, 0], [1, 1]]})
+
+    policy = make_policy(
+        ns={"standard": 2},
+        strategy="best_of_n",
+        reward=RewardSpec(url="http://optimized-against.test/v1/reward", objectives=("a", "b")),
+    )
+    override = {"url": "http://deployed.test/v1/reward", "objectives": ["b", "a"]}
+    config = make_config(tmp_path, policy, task={"reward": override})
+    upstream = ScriptedUpstream(["first", "second"])
+    transports = {"reward": httpx.MockTransport(scorer)}
+    async with running_proxy(config, upstream, transports=transports) as (client, _):
+        response = await client.post("/v1/chat/completions", json=chat_body(), headers=TASK)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "second"
+    assert asked == ["http://deployed.test/v1/reward"]
+
+    wrong = make_config(tmp_path, policy, task={"reward": {**override, "objectives": ["a"]}})
+    with pytest.raises(ConfigError, match=r"reward override scores \['a'\] but the policy"):
+        ServedTask(wrong.tasks[0], policy, wrong.upstreams[0], revision=None, stamp=None)

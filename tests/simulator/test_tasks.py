@@ -8,6 +8,7 @@ from iapo.cli import main
 from iapo.simulator import Simulator, write_proxy_config, write_tasks
 from policies.errors import ConfigError
 from policies.taskfile import load_dataset, load_task_file
+from proxy.config import load_config
 
 
 def test_written_task_files_load_and_point_at_the_simulator(
@@ -74,6 +75,21 @@ def test_cli_writes_tasks_and_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "assist.toml" in out
     assert "proxy.toml" in out
+
+
+def test_cli_write_task_for_a_replayed_table_serves_that_task_alone(tmp_path: Path) -> None:
+    from iapo.simulator import categorical_bon_table, save_table
+
+    save_table(categorical_bon_table(0, prompts=3, queries=8), tmp_path / "t.npz")
+    argv = ["simulate", "--replay", str(tmp_path / "t.npz"), "--name", "chat", "--port", "8999"]
+    assert main([*argv, "--write-task", str(tmp_path / "sim"), "--write-only"]) == 0
+    text = (tmp_path / "sim" / "proxy.toml").read_text()
+    assert f"iapo optimize --replay {tmp_path / 't.npz'} --name chat" in text
+    config = load_config(tmp_path / "sim" / "proxy.toml", env={})
+    assert [t.name for t in config.tasks] == ["chat"]
+    task_file, _ = load_task_file(tmp_path / "sim" / "chat.toml")
+    assert task_file.task.strategy == "best_of_n"
+    assert main(["simulate", "--name", "chat", "--write-task", str(tmp_path), "--write-only"]) == 2
 
 
 def test_cli_write_only_needs_a_directory() -> None:
