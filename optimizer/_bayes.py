@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from functools import lru_cache
 from math import lgamma
 from pathlib import Path
@@ -143,14 +142,6 @@ def _likelihood(summaries: npt.NDArray[np.int64], log_grid: Array) -> Array:
     return out
 
 
-def _likelihood_f(summaries: Array, log_grid: Array) -> Array:
-    """:func:`_likelihood` for fractional (discounted) vote counts."""
-    log_like = summaries @ log_grid.T
-    log_like -= log_like.max(axis=1, keepdims=True)
-    out: Array = np.exp(log_like)
-    return out
-
-
 def _likelihood_sym(summaries: npt.NDArray[np.generic], log_grid: Array) -> Array:
     """:func:`_likelihood` without the labelling bias: the observed top and second
     wrong answers may be any two of the model's answers (w1, w2 or a one-off, which only
@@ -158,28 +149,27 @@ def _likelihood_sym(summaries: npt.NDArray[np.generic], log_grid: Array) -> Arra
 
     Summing over the labellings matters when a query has one or two samples: scoring a
     lone wrong vote as w1 makes the fitted prior believe wrong answers are concentrated,
-    which drags every large-N credit down. Works for fractional (discounted) votes too.
+    which drags every large-N credit down.
     """
     s = np.asarray(summaries, dtype=np.float64)
     a, b, c, rest = (s[:, i : i + 1] for i in range(4))
     lg, l1, l2, lr = (log_grid[:, i][None, :] for i in range(4))
-    base = a * lg + rest * lr
-    lone_b = (b > 0) & (b <= 1 + 1e-9)
-    lone_c = (c > 0) & (c <= 1 + 1e-9)
-    off = -np.inf
-    terms = np.stack(
-        [
-            b * l1 + c * l2,
-            np.where(b > 0, b * l2 + c * l1, off),
-            np.where(lone_c, b * l1 + c * lr, off),
-            np.where(lone_c, b * l2 + c * lr, off),
-            np.where(lone_b & lone_c, b * lr + c * l1, off),
-            np.where(lone_b & lone_c, b * lr + c * l2, off),
-            np.where(lone_b & ((c == 0) | lone_c), (b + c) * lr, off),
-        ]
-    )
-    top = terms.max(axis=0)
-    log_like = base + top + np.log(np.exp(terms - top).sum(axis=0))
+    lone_b = ((b > 0) & (b <= 1 + 1e-9))[:, 0]
+    lone_c = ((c > 0) & (c <= 1 + 1e-9))[:, 0]
+    # The two labellings every row has (the second only with a wrong vote) ...
+    log_like = np.where(b > 0, np.logaddexp(b * l1 + c * l2, b * l2 + c * l1), b * l1 + c * l2)
+    # ... and those only lone votes allow (a one-off answer is seen once), on those rows.
+    one_off = lone_b & ((c[:, 0] == 0) | lone_c)
+    for rows, pairs in (
+        (lone_c, ((l1, lr), (l2, lr))),
+        (lone_b & lone_c, ((lr, l1), (lr, l2))),
+        (one_off, ((lr, lr),)),
+    ):
+        if rows.any():
+            for for_b, for_c in pairs:
+                term = b[rows] * for_b + c[rows] * for_c
+                log_like[rows] = np.logaddexp(log_like[rows], term)
+    log_like += a * lg + rest * lr
     log_like -= log_like.max(axis=1, keepdims=True)
     out: Array = np.exp(log_like)
     return out
@@ -209,7 +199,6 @@ def eb_credit(
     prior: Array | None = None,
     iterations: int = EM_ITERATIONS,
     group_priors: dict[int, Array] | None = None,
-    borrowed: Array | None = None,
     symmetric: bool = False,
 ) -> tuple[Array, Array]:
     """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
@@ -220,9 +209,6 @@ def eb_credit(
     (prompts differ in how often they are stuck on a wrong answer; few queries of a
     prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit and
     ``group_priors`` (updated in place) the per-group fits.
-    ``borrowed`` (M, w): discounted votes of *other* prompts on the row's query, code
-    by code (a power prior, see :mod:`optimizer.xprompt`); the priors are fitted on the
-    rows' own votes only, and each row's posterior also weighs the borrowed votes.
     ``symmetric``: score summaries with :func:`_likelihood_sym` (no labelling bias).
     Returns the credits and the pooled prior.
     """
@@ -241,21 +227,6 @@ def eb_credit(
     distinct, inverse, weight = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     like = likelihood(distinct[:, 1:], log_grid)
-    if borrowed is not None:
-        return _borrowed_credit(
-            group,
-            like,
-            distinct,
-            weight.astype(np.float64),
-            pooled,
-            counts,
-            none,
-            borrowed,
-            log_grid,
-            k_max,
-            group_priors,
-            _likelihood_sym if symmetric else _likelihood_f,
-        )
     weight = weight.astype(np.float64)
     posterior = np.empty_like(like)
     known = group_priors if group_priors is not None else {}
@@ -277,48 +248,3 @@ def _group_prior(like: Array, weight: Array, pooled: Array, warm: Array | None) 
         pooled,
         SHRINKAGE,
     )
-
-
-def _borrowed_credit(
-    group: npt.NDArray[np.int64],
-    like: Array,
-    distinct: npt.NDArray[np.int64],
-    weight: Array,
-    pooled: Array,
-    counts: npt.NDArray[np.int64],
-    none: npt.NDArray[np.int64],
-    borrowed: Array,
-    log_grid: Array,
-    k_max: int,
-    group_priors: dict[int, Array] | None,
-    likelihood: Callable[[Array, Array], Array],
-) -> tuple[Array, Array]:
-    """Per-group priors from own votes; posteriors from own plus borrowed votes."""
-    known = group_priors if group_priors is not None else {}
-    for g in np.unique(distinct[:, 0]).tolist():
-        rows = distinct[:, 0] == g
-        known[g] = _group_prior(like[rows], weight[rows], pooled, known.get(g))
-    # Own and borrowed votes, code by code, summarised as (gold, w1, w2, rest): the
-    # wrong answers are ranked on the combined votes, so a trap answer other prompts
-    # also give counts as this prompt's top wrong answer.
-    width = max(counts.shape[1], borrowed.shape[1])
-    combined = np.zeros((len(counts), width))
-    combined[:, : counts.shape[1]] += counts
-    combined[:, : borrowed.shape[1]] += borrowed
-    gold = combined[:, 0]
-    order = np.argsort(-combined[:, 1:], axis=1) if width > 1 else np.zeros((len(counts), 0), int)
-    wrong = np.take_along_axis(combined[:, 1:], order, axis=1)
-    pad = np.zeros((len(counts), max(0, 2 - wrong.shape[1])))
-    wrong = np.concatenate([wrong, pad], axis=1)
-    rest = wrong[:, 2:].sum(axis=1) + none
-    joint_summary = np.stack([gold, wrong[:, 0], wrong[:, 1], rest], axis=1)
-    # Rows with the same prompt and summary share a posterior: compute distinct ones.
-    keyed = np.concatenate([group[:, None].astype(np.float64), joint_summary], axis=1)
-    rows_of, inverse = np.unique(keyed, axis=0, return_inverse=True)
-    posterior = likelihood(rows_of[:, 1:], log_grid)
-    for g in np.unique(rows_of[:, 0]).astype(np.int64).tolist():
-        rows = rows_of[:, 0] == g
-        joint = posterior[rows] * known[g]
-        posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
-    result: Array = (posterior @ _credit_table(k_max))[inverse.ravel()]
-    return result, pooled

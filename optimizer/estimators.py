@@ -27,7 +27,6 @@ import numpy.typing as npt
 from optimizer._bayes import EM_ITERATIONS, eb_credit
 from optimizer._kernels import block_credit
 from optimizer._reward import extend_lift, max_ustat_rows
-from optimizer.xprompt import borrowed
 
 __all__ = [
     "AveragedEstimator",
@@ -59,13 +58,11 @@ class Pooled:
     """Every sample of a (prompt, query) pooled across pulls and rounds.
 
     Majority vote (:class:`VoteEstimator`): ``symmetric`` scores vote summaries with the
-    label-symmetric likelihood (right when most pulls are single samples);
-    ``borrow`` lets each (prompt, query) posterior weigh the other prompts' votes on
-    that query (:mod:`optimizer.xprompt`). Best-of-N: :class:`RewardEstimator`.
+    label-symmetric likelihood (right when most pulls are single samples). Best-of-N:
+    :class:`RewardEstimator`.
     """
 
     symmetric: bool = False
-    borrow: bool = False
 
 
 EstimatorConfig = Blocks | Pooled
@@ -151,9 +148,7 @@ def make_estimator(
         return BlockEstimator(num_prompts, k_max, cost_weights)
     if best_of_n:
         return RewardEstimator(num_prompts, k_max, cost_weights)
-    return VoteEstimator(
-        num_prompts, k_max, cost_weights, symmetric=config.symmetric, borrow=config.borrow
-    )
+    return VoteEstimator(num_prompts, k_max, cost_weights, symmetric=config.symmetric)
 
 
 class _PairPool(Estimator):
@@ -245,8 +240,6 @@ class VoteEstimator(_PairPool):
 
     ``symmetric``: the label-symmetric likelihood, which does not mistake a lone wrong
     vote for a concentrated wrong answer (right when most pulls are single samples).
-    ``borrow``: each (prompt, query) posterior also weighs the other prompts' votes on
-    that query, discounted (:mod:`optimizer.xprompt`).
     """
 
     def __init__(
@@ -256,10 +249,9 @@ class VoteEstimator(_PairPool):
         cost_weights: Sequence[float],
         *,
         symmetric: bool = False,
-        borrow: bool = False,
     ) -> None:
         super().__init__(num_prompts, k_max, cost_weights)
-        self.symmetric, self.borrow = symmetric, borrow
+        self.symmetric = symmetric
         self._prior: Array | None = None
         self._group_priors: dict[int, Array] = {}
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
@@ -287,7 +279,6 @@ class VoteEstimator(_PairPool):
             return
         self._dirty = set()
         pairs = len(self._pair_prompt)
-        indices = np.arange(pairs)
         width = max(max((max(v, default=0) for v in self._votes), default=0) + 1, 1)
         counts = np.zeros((pairs, width), dtype=np.int64)
         for row, votes in enumerate(self._votes):
@@ -303,7 +294,6 @@ class VoteEstimator(_PairPool):
             self._prior,
             EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
             self._group_priors,
-            borrowed(counts, self._pair_query, indices) if self.borrow else None,
             symmetric=self.symmetric,
         )
 
@@ -420,8 +410,8 @@ class AveragedEstimator(Estimator):
     """The mean of several estimators' estimates of the same samples (a model average).
 
     For when each model is biased in a known direction and the truth lies between:
-    ``sh-mixed`` chooses N on the mean of the label-symmetric and the plain pooled
-    curves (:mod:`optimizer.mixed`).
+    ``pooled-halving`` chooses N on the mean of the label-symmetric and the plain vote
+    model's curves (:class:`~optimizer.methods.PooledHalving`).
     """
 
     def __init__(self, parts: Sequence[Estimator]) -> None:
