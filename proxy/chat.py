@@ -337,6 +337,7 @@ def _stream_task(
     deadline: float,
 ) -> Stream:
     account = _Accounting(service, call.served.name)
+    summary_chunk = request.headers.get("x-iapo-stream-summary", "").lower() == "chunk"
 
     async def work() -> list[bytes]:
         status, error = CLIENT_CLOSED, None
@@ -352,11 +353,12 @@ def _stream_task(
             completion_id=answer.id,
             created=answer.created,
             model=answer.model,
-            choices=[(s.text, s.finish_reason) for s in answer.choices],
+            choices=answer.choices,
             usage=answer.usage if view.include_usage else None,
             summary={
                 k.removeprefix("x-iapo-"): v for k, v in answer.headers.items() if k in _SUMMARY
             },
+            summary_chunk=summary_chunk,
         )
 
     # Sampling starts now, not when the server first pulls from the stream.

@@ -37,6 +37,7 @@ from proxy.request import ChatView
 from proxy.requestlog import RequestRecord
 from proxy.sampling import Sample, SamplingResult, draw_samples
 from proxy.service import ProxyService
+from proxy.taskfields import read_task_fields, tool_call_key
 from proxy.tasks import ServedTask
 from proxy.upstream import error_kind
 
@@ -66,7 +67,7 @@ class Answer(msgspec.Struct, frozen=True):
                     {
                         "index": i,
                         "message": s.message,
-                        "logprobs": None,
+                        "logprobs": s.logprobs,
                         "finish_reason": s.finish_reason or "stop",
                     }
                     for i, s in enumerate(self.choices)
@@ -130,6 +131,7 @@ class TaskCall:
         self.choice, self.tier = served.tiers[tier_name]
         self.spec = served.upstream
         self.upstream = service.upstreams[self.spec.name]
+        self.fields = read_task_fields(body, view, served, self.choice.strategy)
         self.messages = self.choice.prompt.apply(body["messages"])
         self.body = self._upstream_body(body)
         self.n_policy = self.choice.n
@@ -147,9 +149,8 @@ class TaskCall:
         out["model"] = self.spec.model
         for key in ("stream", "stream_options", "n"):
             out.pop(key, None)
-        # Aggregation needs diverse samples: temperature 0 would draw N copies.
-        if self.view.temperature is None or self.view.temperature <= 0:
-            out["temperature"] = self.spec.temperature
+        # The policy's sampling settings were part of the arm it evaluated.
+        out.update(self.fields.sampling)
         limits = ("max_tokens", "max_completion_tokens")
         if self.spec.max_tokens is not None and not any(k in out for k in limits):
             out["max_tokens"] = self.spec.max_tokens
@@ -178,7 +179,10 @@ class TaskCall:
             "x-iapo-task": self.served.name,
             "x-iapo-tier": self.tier_name,
             "x-iapo-policy": self.served.label,
+            "x-iapo-temperature": f"{self.fields.sampling['temperature']:g}",
         }
+        if "top_p" in self.fields.sampling:
+            headers["x-iapo-top-p"] = f"{self.fields.sampling['top_p']:g}"
         if self.capped:
             headers["x-iapo-n-capped"] = f"{self.n_policy}->{self.n}"
         return headers
@@ -192,8 +196,10 @@ class TaskCall:
             self.body,
             n=self.n,
             supports_n=self.spec.supports_n,
-            extractor=self.served.extractor if strategy == "majority" else None,
-            early_stop=self.served.config.early_stop and strategy == "majority",
+            extractor=self.fields.extractor if strategy == "majority" else None,
+            early_stop=(
+                self.served.config.early_stop and strategy == "majority" and not self.fields.tools
+            ),
             deadline=deadline,
             seed=self.view.seed,
             result=result,
@@ -224,19 +230,24 @@ class TaskCall:
             id=f"chatcmpl-iapo-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=self.view.model or result.model or self.spec.model,
-            choices=ranked[: self.view.n],
+            choices=ranked[:1],
             usage=usage,
             headers=headers,
         )
 
     def _vote(self, samples: list[Sample]) -> list[Sample]:
-        outcome = majority_vote([s.answer for s in samples], self.service.rng)
+        keys = [s.answer for s in samples]
+        if self.fields.tools:
+            # A sample that calls tools votes with its canonical calls, one that answers
+            # in text with its extracted answer.
+            keys = [tool_call_key(s.message) or k for s, k in zip(samples, keys, strict=True)]
+        outcome = majority_vote(keys, self.service.rng)
         self.agreement = outcome.agreement
         self.unextractable = outcome.unextractable
         first: dict[str, Sample] = {}
-        for sample in samples:
-            if sample.answer is not None:
-                first.setdefault(sample.answer, sample)
+        for sample, key in zip(samples, keys, strict=True):
+            if key is not None:
+                first.setdefault(key, sample)
         ranked = [first[a] for a in outcome.ranked()]
         return _distinct(ranked + samples)
 
