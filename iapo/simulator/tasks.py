@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import tomli_w
 
-from iapo.simulator._toml import dumps
 from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
 from iapo.simulator.rewards import RewardTable
 from iapo.simulator.synthetic import (
@@ -162,7 +162,7 @@ def write_tasks(simulator: Simulator, directory: str | Path, base_url: str) -> l
             "dataset": {"path": train.name},
         }
         task_file = directory / f"{spec.name}.toml"
-        task_file.write_text(dumps(document), encoding="utf-8")
+        task_file.write_text(_dumps(document), encoding="utf-8")
         written.append(SimulatedTask(spec, task_file, train, paths["test"]))
     return written
 
@@ -172,27 +172,46 @@ def write_proxy_config(
 ) -> Path:
     """Write ``proxy.toml`` for ``iapo serve``: the simulator upstream and one task per
     written task, each served from ``policies/<task>.json`` (what ``iapo optimize --out``
-    writes). Auth is disabled: it is a loopback example; set ``keys_env`` for anything else.
+    writes). It makes the README's snippet work as written: the majority task answers to
+    ``model="math-solver"`` too, other models pass through to the simulator, and the proxy
+    keys come from ``IAPO_API_KEYS``.
     """
     path = Path(directory) / "proxy.toml"
     header = (
-        "# iapo serve --config proxy.toml, once the policies exist, e.g.\n"
+        "# IAPO_API_KEYS=sk-your-proxy-key iapo serve --config proxy.toml, once the\n"
+        "# policies exist (run from this directory), e.g.\n"
         + "".join(
             f"#   iapo optimize --task {t.task_file.name} --budget 3000 "
             f"--out policies/{t.spec.name}.json\n"
             for t in tasks
         )
-        + "# (run from this directory). Loopback example: auth is off; set [auth] keys_env\n"
-        "# for anything else.\n"
     )
     document = {
-        "passthrough": False,
+        "passthrough": True,
         "server": {"host": "127.0.0.1", "port": port},
-        "auth": {"disabled": True},
+        "auth": {"keys_env": "IAPO_API_KEYS"},
         "upstreams": [msgspec.to_builtins(upstream_spec(base_url))],
         "tasks": [
-            {"name": t.spec.name, "policy_file": f"policies/{t.spec.name}.json"} for t in tasks
+            {
+                "name": t.spec.name,
+                "policy_file": f"policies/{t.spec.name}.json",
+                "aliases": [f"{t.spec.name}-solver"] if t.spec.strategy == "majority" else None,
+            }
+            for t in tasks
         ],
     }
-    path.write_text(header + dumps(document), encoding="utf-8")
+    path.write_text(header + _dumps(document), encoding="utf-8")
     return path
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    """TOML of ``document``; None values (TOML has no null) are left out."""
+    return tomli_w.dumps(_without_none(document))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
