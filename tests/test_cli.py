@@ -10,7 +10,7 @@ import pytest
 from iapo.cli import build_parser, exit_code, main
 from policies import SamplingError, StoreError, UpstreamTimeout
 
-SUBCOMMANDS = ["optimize", "simulate", "serve", "report", "demo"]
+SUBCOMMANDS = ["optimize", "simulate", "serve", "policy", "report", "demo"]
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)
