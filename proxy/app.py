@@ -104,6 +104,17 @@ def create_app(
         if not service.ready or service.registry is None:
             return _json({"status": "not ready"}, 503)
         tasks = {name: served.label for name, served in service.registry.tasks.items()}
+        rejected = service.registry.rejected
+        if rejected:
+            # Still serving (the previous policies), so still ready for traffic: 200.
+            return _json(
+                {
+                    "status": "degraded",
+                    "tasks": tasks,
+                    "rejected": rejected,
+                    "in_flight": service.in_flight,
+                }
+            )
         return _json({"status": "ready", "tasks": tasks, "in_flight": service.in_flight})
 
     app = Litestar(

@@ -303,7 +303,7 @@ class TaskCall:
         if self.unextractable:
             metrics.extraction_failures.labels(task, tier).inc(self.unextractable)
         if self.score is not None:
-            metrics.reward_score.labels(task, tier).observe(self.score)
+            metrics.observe_reward(task, tier, self.score)
         if self.service.request_log is not None:
             self.service.request_log.record(record_of(self, status, latency_s, error))
 
