@@ -72,7 +72,9 @@ class TaskPlan(msgspec.Struct, frozen=True):
 Route = TaskPlan | PassthroughRoute
 
 
-def find_task(service: ProxyService, iapo: IapoHeaders, raw: bytes) -> ServedTask | PassthroughRoute:
+def find_task(
+    service: ProxyService, iapo: IapoHeaders, raw: bytes
+) -> ServedTask | PassthroughRoute:
     """The task a request names (``X-IAPO-Task``, else a model alias), or its pass-through
     route; UnknownTask for a task that does not exist, or for any model when pass-through
     is off."""
