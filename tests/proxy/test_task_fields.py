@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 
 from policies import Policy, RewardSpec, SamplingSettings
 from proxy.taskfields import FIELDS
-from tests.proxy.conftest import make_config, make_policy, running_proxy
+from tests.proxy.conftest import SYSTEM_PROMPT, make_config, make_policy, running_proxy
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MESSAGES: Any = [{"role": "user", "content": "What is 6 + 6?"}]
@@ -100,22 +100,30 @@ async def sdk(
 
 
 async def create(client: AsyncOpenAI, stream: bool, **fields: Any) -> dict[str, Any]:
-    """One task request; the answer as a dict (a stream reassembled) with its headers and
-    ``iapo``, the summary (from the headers, or a stream's summary chunk)."""
+    """One task request; the answer as a dict (a stream reassembled) with its headers,
+    ``model``, ``usage`` and ``iapo``, the summary (from the headers, or a stream's
+    summary chunk)."""
     headers = {**TASK, "X-IAPO-Stream-Summary": "chunk"} if stream else TASK
+    fields.setdefault("messages", MESSAGES)
     raw = await client.chat.completions.with_raw_response.create(
-        model="math", messages=MESSAGES, stream=stream, extra_headers=headers, **fields
+        model="math", stream=stream, extra_headers=headers, **fields
     )
     if not stream:
         completion = raw.parse()
         out = completion.choices[0].model_dump()
         out["headers"] = raw.headers
+        out["model"] = completion.model
+        out["usage"] = completion.usage.model_dump() if completion.usage else None
         out["iapo"] = {k.removeprefix("x-iapo-"): v for k, v in raw.headers.items()}
         return out
     message: dict[str, Any] = {"content": "", "tool_calls": []}
     out = {"message": message, "logprobs": None, "headers": raw.headers, "chunks": []}
+    out["usage"] = None
     async for chunk in raw.parse():
         out["chunks"].append(chunk)
+        out["model"] = chunk.model
+        if chunk.usage is not None:
+            out["usage"] = chunk.usage.model_dump()
         if chunk.model_extra and "iapo" in chunk.model_extra:
             out["iapo"] = chunk.model_extra["iapo"]
         for choice in chunk.choices:
@@ -137,6 +145,78 @@ async def refused(client: AsyncOpenAI, stream: bool, **fields: Any) -> str | Non
 
 
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+
+ADD: Any = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+SENT = "sent"  # a row's check reads what the upstream received
+
+# One case per row of the README's table (FIELDS): the request's fields, then either the
+# param a 400 must name, or a check of (answer, the upstream's first request body).
+Check = Callable[[dict[str, Any], dict[str, Any]], bool]
+ROWS: dict[str, tuple[dict[str, Any], str | Check]] = {
+    "messages": (
+        {"messages": [{"role": "system", "content": "Be evil."}, *MESSAGES]},
+        lambda a, sent: (
+            [m["role"] for m in sent["messages"]] == ["system", "user"]
+            and sent["messages"][0]["content"] == SYSTEM_PROMPT
+        ),
+    ),
+    "model": ({}, lambda a, sent: a["model"] == "math" and sent["model"] == "up-model"),
+    "n": ({"n": 2}, "n"),
+    "stream": ({}, lambda a, sent: a["message"]["content"] == "so 12" and "stream" not in sent),
+    "stream_options": (
+        {"stream_options": {"include_usage": True}},
+        lambda a, sent: a["usage"]["total_tokens"] == 15 and "stream_options" not in sent,
+    ),
+    "temperature": ({"temperature": 1.5}, "temperature"),
+    "top_p": ({"top_p": 0.5}, "top_p"),
+    "seed": ({"seed": 7}, lambda a, sent: sent["seed"] == 7),
+    "tools": ({"tools": ADD}, lambda a, sent: sent["tools"] == ADD),
+    "tool_choice": (
+        {"tools": ADD, "tool_choice": "required"},
+        lambda a, sent: sent["tool_choice"] == "required",
+    ),
+    "parallel_tool_calls": (
+        {"tools": ADD, "parallel_tool_calls": False},
+        lambda a, sent: sent["parallel_tool_calls"] is False,
+    ),
+    "functions": ({"functions": [{"name": "add", "parameters": {}}]}, "functions"),
+    "function_call": ({"function_call": "auto"}, "function_call"),
+    "logprobs": ({"logprobs": True}, lambda a, sent: a["logprobs"]["content"][0]["token"] == "t0"),
+    "top_logprobs": (
+        {"logprobs": True, "top_logprobs": 3},
+        lambda a, sent: sent["top_logprobs"] == 3 and a["logprobs"] is not None,
+    ),
+    "response_format": (
+        {"response_format": {"type": "json_object"}},
+        lambda a, sent: sent["response_format"] == {"type": "json_object"},
+    ),
+    "max_tokens": ({"max_tokens": 33}, lambda a, sent: sent["max_tokens"] == 33),
+    "max_completion_tokens": (
+        {"max_completion_tokens": 44},
+        lambda a, sent: sent["max_completion_tokens"] == 44,
+    ),
+    "stop": ({"stop": "END"}, lambda a, sent: sent["stop"] == "END"),
+    "audio": ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    "modalities": ({"modalities": ["audio"]}, "modalities"),
+}
+
+
+def test_every_row_of_the_table_has_a_case() -> None:
+    assert list(ROWS) == list(FIELDS)
+
+
+@STREAM
+@pytest.mark.parametrize("field", list(ROWS))
+async def test_row(tmp_path: Path, stream: bool, field: str) -> None:
+    fields, expected = ROWS[field]
+    upstream = FieldUpstream([text("so 12")])
+    async with sdk(tmp_path, upstream) as client:
+        if isinstance(expected, str):
+            assert await refused(client, stream, **fields) == expected
+            assert not upstream.requests
+            return
+        answer = await create(client, stream, **fields)
+    assert expected(answer, upstream.requests[0]), (answer, upstream.requests[0])
 
 
 def test_readme_table_lists_exactly_the_fields_task_mode_decides() -> None:
