@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import msgspec
+import openai
 import pytest
 
 from iapo.cli import main
+from iapo.testing import free_port, wait_ready
 from policies import save_policy
 from tests.e2e.conftest import proxy_server, upstream_server, wait_until
 from tests.proxy.conftest import make_config, make_policy
@@ -132,3 +138,49 @@ def _digest(path: Path) -> str:
     from policies import Policy
 
     return msgspec.json.decode(path.read_bytes(), type=Policy).digest
+
+
+def test_iapo_serve_process_picks_up_policy_commands(tmp_path: Path) -> None:
+    """The issue's done-when: a revision round-trips while ``iapo serve`` runs."""
+    store = tmp_path / "store.sqlite"
+    first, second = policy_files(tmp_path)
+    assert policy(store, "put", str(first)) == 0
+    with upstream_server(ScriptedUpstream(["so 12"])) as up_url:
+        port = free_port()
+        config = tmp_path / "proxy.toml"
+        config.write_text(
+            f'[server]\nport = {port}\n[auth]\nkeys_env = "IAPO_API_KEYS"\n'
+            f'[store]\npath = "{store}"\npoll_interval_s = 0.1\n'
+            f'[[upstreams]]\nname = "up"\nbase_url = "{up_url}/v1"\nmodel = "up-model"\n'
+            '[[tasks]]\nname = "math"\n'
+        )
+        env = {**os.environ, "IAPO_API_KEYS": "sk-k"}
+        log = (tmp_path / "serve.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "iapo", "serve", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(f"{url}/readyz", proc=proc)
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-k", max_retries=0)
+
+            def served() -> str:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="math",
+                    messages=[{"role": "user", "content": "6 + 6?"}],
+                    extra_headers={"X-IAPO-Tier": "standard"},
+                )
+                return raw.headers["x-iapo-policy"]
+
+            assert served() == f"1/{_digest(first)}"
+            assert policy(store, "put", str(second)) == 0
+            assert wait_until(lambda: served() == f"2/{_digest(second)}")
+            assert policy(store, "rollback") == 0
+            assert wait_until(lambda: served() == f"1/{_digest(first)}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+            log.close()
