@@ -29,7 +29,7 @@ from proxy.errors import api_error_response
 from proxy.metrics import PASSTHROUGH, status_class
 from proxy.request import read_headers
 from proxy.requestlog import RequestRecord
-from proxy.route import PassthroughRoute, TaskPlan, find_task, plan_task
+from proxy.route import PassthroughRoute, Route, TaskPlan, find_task, plan_task
 from proxy.sampling import SamplingResult
 from proxy.service import ProxyService
 from proxy.streaming import answer_events, error_event, keepalive_then
@@ -288,7 +288,7 @@ async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) ->
         deadline = asyncio.get_running_loop().time() + deadline_s
         found = find_task(service, iapo, raw)
         if isinstance(found, PassthroughRoute):
-            route: TaskPlan | PassthroughRoute = found
+            route: Route = found
         else:
             task_name = found.name  # a request refused from here on counts under its task
             route = plan_task(service, found, raw, iapo.tier)
