@@ -117,6 +117,8 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("UpstreamSpec", "price_per_1k_completion_tokens"): "Cost of 1,000 completion tokens.",
     ("UpstreamSpec", "temperature"): "Sampling temperature (the optimizer records it in "
     "the policy; the proxy applies the policy's, else this).",
+    ("UpstreamSpec", "top_p"): "Nucleus sampling (recorded and applied like `temperature`; "
+    "unset: the upstream's default).",
     ("UpstreamSpec", "max_tokens"): "Completion limit sent when the client sets none.",
     # task file
     ("TaskFile", "task"): "The task: prompts, strategy, scoring, tiers.",

@@ -205,6 +205,8 @@ class HttpSampler:
         }
         if self.upstream.max_tokens is not None:
             body["max_tokens"] = self.upstream.max_tokens
+        if self.upstream.top_p is not None:
+            body["top_p"] = self.upstream.top_p
         data = await self._post(self.upstream.chat_url, body, f"upstream {self.upstream.name!r}")
         try:
             choices = data["choices"]

@@ -26,6 +26,7 @@ from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
 from policies.tasks import PromptCandidate, Strategy
 from policies.tiers import Tier
+from policies.upstream import UpstreamSpec
 
 __all__ = [
     "POLICY_VERSION",
@@ -59,6 +60,11 @@ class SamplingSettings(msgspec.Struct, frozen=True):
 
     temperature: Annotated[float, msgspec.Meta(gt=0, le=2)]
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+
+    @classmethod
+    def of(cls, upstream: UpstreamSpec) -> SamplingSettings:
+        """The settings a live run samples ``upstream`` with."""
+        return cls(temperature=upstream.temperature, top_p=upstream.top_p)
 
 
 class TierPolicy(msgspec.Struct, frozen=True):

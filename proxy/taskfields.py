@@ -17,7 +17,14 @@ from typing import Any
 
 import msgspec
 
-from policies import Extractor, ExtractorSpec, InvalidRequest, Strategy, make_extractor
+from policies import (
+    Extractor,
+    ExtractorSpec,
+    InvalidRequest,
+    SamplingSettings,
+    Strategy,
+    make_extractor,
+)
 from proxy.request import ChatView
 from proxy.tasks import ServedTask
 
@@ -32,7 +39,7 @@ FIELDS: dict[str, str] = {
     "stream": "honoured: keep-alive comments while sampling, then the chosen answer as chunks",
     "stream_options": "include_usage honoured (usage sums every sample)",
     "temperature": "set by the policy; a different value is refused (omit it or send the policy's)",
-    "top_p": "set by the policy (else the upstream default, 1); a different value is refused",
+    "top_p": "set by the policy (else the upstream's, else unset); a different value is refused",
     "seed": "honoured: sample i gets seed + i, so a request is reproducible",
     "tools": "majority vote over canonical tool calls (name and arguments); the winner's "
     "calls are returned (streamed as tool_calls deltas); refused for Best-of-N",
@@ -95,11 +102,9 @@ def read_task_fields(
         field = "audio" if body.get("audio") is not None else "modalities"
         raise _refuse(field, "audio output is not supported")
 
-    policy_sampling = served.policy.sampling
-    temperature = (
-        policy_sampling.temperature if policy_sampling is not None else served.upstream.temperature
-    )
-    top_p = policy_sampling.top_p if policy_sampling is not None else None
+    # The policy's settings (what its arms were evaluated with), else the upstream's.
+    settings = served.policy.sampling or SamplingSettings.of(served.upstream)
+    temperature, top_p = settings.temperature, settings.top_p
     if view.temperature is not None and not _same(view.temperature, temperature):
         raise _refuse(
             "temperature",

@@ -172,7 +172,7 @@ async def _live(
             )
             result = await _optimize(args, console, task, sampler, rng, str(args.task))
             # The temperature every sample was drawn at is part of the arms evaluated.
-            sampling = SamplingSettings(temperature=task_file.upstream.temperature)
+            sampling = SamplingSettings.of(task_file.upstream)
             result = msgspec.structs.replace(
                 result, policy=msgspec.structs.replace(result.policy, sampling=sampling)
             )

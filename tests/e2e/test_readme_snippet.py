@@ -14,6 +14,7 @@ import pytest
 
 from iapo.cli import main
 from iapo.simulator import create_app, make_simulator
+from policies import SamplingSettings, load_policy
 from proxy.config import load_config
 from tests.e2e.conftest import proxy_server, upstream_server
 
@@ -37,7 +38,10 @@ def test_readme_snippet_works_against_the_written_proxy_config(tmp_path: Path) -
         assert main(["simulate", "--port", port, "--write-task", str(work), "--write-only"]) == 0
         for task in ("math", "assist"):
             args = ["optimize", "--task", str(work / f"{task}.toml"), "--budget", "200"]
-            assert main([*args, "--quiet", "--out", str(work / "policies" / f"{task}.json")]) == 0
+            out = work / "policies" / f"{task}.json"
+            assert main([*args, "--quiet", "--out", str(out)]) == 0
+            # the temperature the samples were drawn at is recorded with the arms
+            assert load_policy(out).sampling == SamplingSettings(temperature=0.7)
         env = {"IAPO_API_KEYS": KEY}
         config = load_config(work / "proxy.toml", env=env)
         assert config.server.port == 8080

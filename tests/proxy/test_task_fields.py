@@ -381,3 +381,23 @@ async def test_stream_summary_is_a_comment_and_on_request_a_json_chunk(tmp_path:
     assert answer["iapo"]["samples"] == "3/3"
     assert float(answer["iapo"]["cost"]) > 0
     assert answer["iapo"]["agreement"] == "1.0000"
+
+
+@STREAM
+async def test_without_recorded_sampling_the_upstream_top_p_applies_too(
+    tmp_path: Path, stream: bool
+) -> None:
+    upstream = FieldUpstream([text("so 12")])
+    policy = make_policy(ns={"standard": 3})
+    config = make_config(tmp_path, policy, upstream={"temperature": 0.4, "top_p": 0.8})
+    async with running_proxy(config, upstream) as (http, _):
+        client = AsyncOpenAI(
+            base_url="http://proxy.test/v1", api_key="k", http_client=http, max_retries=0
+        )
+        assert await refused(client, stream, top_p=1.0) == "top_p"
+        answer = await create(client, stream, top_p=0.8)
+    assert (answer["headers"]["x-iapo-temperature"], answer["headers"]["x-iapo-top-p"]) == (
+        "0.4",
+        "0.8",
+    )
+    assert (upstream.requests[0]["temperature"], upstream.requests[0]["top_p"]) == (0.4, 0.8)
