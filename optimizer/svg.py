@@ -102,6 +102,7 @@ def _panel(
     tier: str,
     estimates: Estimates,
     top: int,
+    colors: dict[str, str],
 ) -> list[str]:
     curves = estimates.utility[tier]
     bands = estimates.halfwidth.get(tier, {})
@@ -161,7 +162,7 @@ def _panel(
     curves_svg: list[str] = []
     legend = ['<g class="legend" font-size="11">']
     for i, pid in enumerate(prompts):
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[pid]
         points = [(n, v) for n, v in enumerate(curves[pid], start=1) if v is not None]
         widths = bands.get(pid, [])
         upper, lower = [], []
@@ -225,9 +226,16 @@ def render_report(estimates: Estimates, *, top: int = 4) -> str:
     width = PANEL_W * max(len(tiers), 1)
     legend_lines = top + 2  # the shown prompts (at most top + 1) and the chosen arm
     height = TOP + PLOT_H + AXIS_H + LINE_H * legend_lines + 12
+    # One colour per prompt across all panels, so a prompt is recognised from tier to tier.
+    shown = [
+        pid
+        for tier in tiers
+        for pid in _top_prompts(estimates.utility[tier], estimates.chosen[tier][0], top)
+    ]
+    colors = {pid: PALETTE[i % len(PALETTE)] for i, pid in enumerate(dict.fromkeys(shown))}
     body: list[str] = []
     for i, tier in enumerate(tiers):
-        body.extend(_panel(i * PANEL_W, tier, estimates, top))
+        body.extend(_panel(i * PANEL_W, tier, estimates, top, colors))
     title = escape(f"task {estimates.task}: estimated utility vs N ({estimates.method})")
     return "\n".join(
         [

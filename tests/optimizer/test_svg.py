@@ -165,3 +165,11 @@ def test_sidecars_without_intervals_or_texts_still_render() -> None:
 )
 def test_nice_ticks(lo: float, hi: float, expected: list[float]) -> None:
     assert nice_ticks(lo, hi, count=6) == pytest.approx(expected)
+
+
+def test_a_prompt_keeps_its_colour_in_every_tier(root: ET.Element) -> None:
+    colours: dict[str, set[str]] = {}
+    for curve in root.findall(".//svg:polyline[@class='curve']", NS):
+        colours.setdefault(curve.attrib["data-prompt"], set()).add(curve.attrib["stroke"])
+    assert all(len(c) == 1 for c in colours.values())
+    assert len({c.pop() for c in colours.values()}) == len(colours)  # and prompts differ
