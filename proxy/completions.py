@@ -309,7 +309,9 @@ def record_of(outcome: TaskOutcome, latency_s: float, *, content: bool = False) 
     plan, error = outcome.plan, outcome.error
     text = None
     if content:
-        text = msgspec.json.encode({"messages": plan.messages, "answer": outcome.first_text})
+        # The answer returned; for a request that returned none, the first sample drawn.
+        answer = outcome.choices[0].text if outcome.choices else outcome.first_text
+        text = msgspec.json.encode({"messages": plan.messages, "answer": answer})
     return RequestRecord(
         ts=time.time(),
         task=plan.served.name,

@@ -15,7 +15,7 @@ from proxy.route import PassthroughRoute, TaskPlan, resolve_route
 from tests.proxy.conftest import chat_body, make_config, running_proxy
 from tests.proxy.scripted import ScriptedUpstream
 
-ANSWERS = ["so 12", "12", "maybe 7"]
+ANSWERS = ["maybe 7", "so 12", "12", "12"]
 
 
 async def test_requests_resolve_to_a_route_value_before_dispatch(tmp_path: Path) -> None:
@@ -74,6 +74,9 @@ async def test_one_outcome_feeds_the_response_the_metrics_and_the_log(tmp_path: 
     row = record_of(outcome, 0.5)
     assert (row.samples_launched, row.samples_used, row.status) == (4, 4, 200)
     assert (row.agreement, row.cost) == (outcome.agreement, outcome.cost)
+    assert row.content is None
+    logged = msgspec.json.decode(record_of(outcome, 0.5, content=True).content or "")
+    assert logged["answer"] == response.json()["choices"][0]["message"]["content"] == "so 12"
 
 
 @pytest.mark.parametrize("path", ["/v1/models", "/metrics", "/healthz", "/readyz"])
