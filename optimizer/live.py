@@ -227,6 +227,8 @@ class HttpSampler:
         }
         if self.upstream.max_tokens is not None:
             body["max_tokens"] = self.upstream.max_tokens
+        if self.upstream.top_p is not None:
+            body["top_p"] = self.upstream.top_p
         what = self._chat.what
         try:
             content = await self._chat.post_json(self.upstream.chat_url, msgspec.json.encode(body))

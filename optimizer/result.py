@@ -52,7 +52,9 @@ class TierReport(msgspec.Struct, frozen=True):
 class Estimates(msgspec.Struct, frozen=True):
     """Sidecar of a policy: estimated utility of every (prompt, N), per tier.
 
-    ``utility[tier][prompt_id]`` lists N = 1..n_max (None: no estimate).
+    ``utility[tier][prompt_id]`` lists N = 1..n_max (None: no estimate); ``halfwidth``
+    the half-width of each one's 95% interval, in the same shape (empty in sidecars
+    written before it existed); ``prompts`` the text of each prompt id, for labels.
     """
 
     task: str
@@ -60,6 +62,8 @@ class Estimates(msgspec.Struct, frozen=True):
     n_max: int
     utility: dict[str, dict[str, list[float | None]]]
     chosen: dict[str, tuple[str, int]]
+    halfwidth: dict[str, dict[str, list[float | None]]] = msgspec.field(default_factory=dict)
+    prompts: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class OptimizationResult(msgspec.Struct, frozen=True):
@@ -106,6 +110,7 @@ def build_result(
     reports: dict[str, TierReport] = {}
     tier_policies: dict[str, TierPolicy] = {}
     utility_table: dict[str, dict[str, list[float | None]]] = {}
+    halfwidth_table: dict[str, dict[str, list[float | None]]] = {}
     for t, (tier, (p, n)) in enumerate(zip(task.tiers, picks, strict=True)):
         chosen = _arm(est, t, p, n)
         if not np.isfinite(chosen.utility):
@@ -137,6 +142,13 @@ def build_result(
             prompt.id: [None if np.isnan(x) else round(float(x), 6) for x in est.utility[t, i]]
             for i, prompt in enumerate(task.prompts)
         }
+        halfwidth_table[tier.name] = {
+            prompt.id: [
+                None if not np.isfinite(se) else round(Z95 * float(se), 6)
+                for se in est.stderr[t, i]
+            ]
+            for i, prompt in enumerate(task.prompts)
+        }
     policy = Policy(
         task=task.name,
         created_at=now_utc(),
@@ -156,6 +168,8 @@ def build_result(
         n_max=task.n_max,
         utility=utility_table,
         chosen={name: (tp.prompt.id, tp.n) for name, tp in tier_policies.items()},
+        halfwidth=halfwidth_table,
+        prompts={prompt.id: prompt.text for prompt in task.prompts},
     )
     return OptimizationResult(policy, plan, spent, cached, reports, estimates)
 

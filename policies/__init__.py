@@ -34,11 +34,18 @@ from policies.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from policies.extract import Extractor, ExtractorSpec, make_extractor, normalize_answer
+from policies.extract import (
+    Extractor,
+    ExtractorSpec,
+    json_answer,
+    make_extractor,
+    normalize_answer,
+)
 from policies.policy import (
     POLICY_VERSION,
     BudgetSpent,
     Policy,
+    SamplingSettings,
     TierPolicy,
     decode_policy,
     encode_policy,
@@ -109,6 +116,7 @@ __all__ = [
     "RewardSpec",
     "RewardTransport",
     "SamplingError",
+    "SamplingSettings",
     "SqlitePolicyStore",
     "StoreError",
     "StoredPolicy",
@@ -127,6 +135,7 @@ __all__ = [
     "best_of_n",
     "decode_policy",
     "encode_policy",
+    "json_answer",
     "library_versions",
     "load_dataset",
     "load_policy",

@@ -7,6 +7,7 @@ An extractor returns None when the text holds no answer; such a sample does not 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -14,11 +15,11 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["Extractor", "ExtractorSpec", "make_extractor", "normalize_answer"]
+__all__ = ["Extractor", "ExtractorSpec", "json_answer", "make_extractor", "normalize_answer"]
 
 Extractor = Callable[[str], "str | None"]
 
-ExtractorKind = Literal["last_number", "boxed", "option_letter", "regex"]
+ExtractorKind = Literal["last_number", "boxed", "option_letter", "regex", "json"]
 
 
 class ExtractorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -27,13 +28,17 @@ class ExtractorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     - ``last_number``: the last number in the text (``1,024`` and ``1024.0`` read as ``1024``);
     - ``boxed``: the content of the last ``\\boxed{...}`` (nested braces allowed);
     - ``option_letter``: a multiple-choice letter among ``options`` ("The answer is (C)");
-    - ``regex``: the last match of ``pattern`` (its first group if it has one).
+    - ``regex``: the last match of ``pattern`` (its first group if it has one);
+    - ``json``: the JSON document the sample is (a fenced ```json block is read too), or the
+      value at ``path`` in it (dotted keys and list indices: ``result.items.0``), in a
+      canonical form (sorted keys, no spaces, ``1.0`` as ``1``) so equal values vote together.
     """
 
     kind: ExtractorKind = "last_number"
     pattern: str | None = None
     options: str = "ABCDE"
     case_sensitive: bool = False
+    path: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "regex":
@@ -45,6 +50,8 @@ class ExtractorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(
                     f"extractor pattern {self.pattern!r} is not a valid regex: {exc}"
                 ) from None
+        if self.path is not None and self.kind != "json":
+            raise ValueError("extractor 'path' is only read by kind 'json'")
         if self.kind == "option_letter" and not re.fullmatch(r"[A-Za-z]+", self.options):
             raise ValueError("extractor 'options' must be letters, e.g. 'ABCD'")
 
@@ -55,6 +62,8 @@ class ExtractorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return letter or None
         if self.kind == "last_number":
             return _canonical_number(gold.strip().strip("$.").strip()) or normalize_answer(gold)
+        if self.kind == "json":
+            return json_answer(gold, None)
         return normalize_answer(gold, case_sensitive=self.case_sensitive)
 
 
@@ -111,6 +120,49 @@ def _last_boxed(text: str) -> str | None:
     return None  # unbalanced: the sample was cut off
 
 
+_FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
+_MISSING = object()
+
+
+def _canonical_json(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_json(v) for v in value]
+    return value
+
+
+def json_answer(text: str, path: str | None) -> str | None:
+    """The canonical JSON of ``text`` (or of the value at ``path`` in it); None if unreadable."""
+    fenced = _FENCE.findall(text)
+    candidates = [fenced[-1]] if fenced else []
+    candidates.append(text)
+    for candidate in candidates:
+        try:
+            value: object = json.loads(candidate)
+        except ValueError:
+            continue
+        for key in path.split(".") if path else ():
+            if isinstance(value, dict):
+                value = value.get(key, _MISSING)
+            elif (
+                isinstance(value, list)
+                and key.lstrip("-").isdigit()
+                and -len(value) <= int(key) < len(value)
+            ):
+                value = value[int(key)]
+            else:
+                value = _MISSING
+            if value is _MISSING:
+                return None
+        return json.dumps(
+            _canonical_json(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    return None
+
+
 def make_extractor(spec: ExtractorSpec) -> Extractor:
     """Build the extractor function for ``spec``."""
     case_sensitive = spec.case_sensitive
@@ -143,6 +195,14 @@ def make_extractor(spec: ExtractorSpec) -> Extractor:
             return found[-1].upper() if found else None
 
         return option_letter
+
+    if spec.kind == "json":
+        path = spec.path
+
+        def json_value(text: str) -> str | None:
+            return json_answer(text, path)
+
+        return json_value
 
     assert spec.pattern is not None  # checked by ExtractorSpec
     flags = 0 if case_sensitive else re.IGNORECASE

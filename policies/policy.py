@@ -26,11 +26,13 @@ from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
 from policies.tasks import PromptCandidate, Strategy
 from policies.tiers import Tier
+from policies.upstream import UpstreamSpec
 
 __all__ = [
     "POLICY_VERSION",
     "BudgetSpent",
     "Policy",
+    "SamplingSettings",
     "TierPolicy",
     "decode_policy",
     "encode_policy",
@@ -50,6 +52,19 @@ class BudgetSpent(msgspec.Struct, frozen=True):
 
     planned: Annotated[int, msgspec.Meta(ge=0)]
     spent: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class SamplingSettings(msgspec.Struct, frozen=True):
+    """The sampling settings the optimizer drew its samples with: part of every arm it
+    evaluated, so the proxy applies them, and a client value that differs is refused."""
+
+    temperature: Annotated[float, msgspec.Meta(gt=0, le=2)]
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+
+    @classmethod
+    def of(cls, upstream: UpstreamSpec) -> SamplingSettings:
+        """The settings a live run samples ``upstream`` with."""
+        return cls(temperature=upstream.temperature, top_p=upstream.top_p)
 
 
 class TierPolicy(msgspec.Struct, frozen=True):
@@ -106,6 +121,7 @@ class Policy(msgspec.Struct, frozen=True):
     seed: int | None = None
     source: str | None = None
     generator: dict[str, str] = msgspec.field(default_factory=dict)
+    sampling: SamplingSettings | None = None
 
     def __post_init__(self) -> None:
         if self.version < 1:

@@ -77,6 +77,14 @@ def load_task_file(path: str | Path) -> tuple[TaskFile, Path]:
     """Read and validate a task file; returns it with the dataset's resolved path."""
     path = Path(path)
     raw = read_toml(path, "task file")
+    task = raw.get("task")
+    if isinstance(task, dict) and "early_stop" in task:
+        # Written by iapo simulate --write-task before it was removed; never read.
+        raise ConfigError(
+            f"{path}: task.early_stop is not a task-file setting (the optimizer always draws "
+            f"every sample); remove it, and set early_stop under the task's [[tasks]] entry "
+            f"in the proxy config to stop serving samples once the vote is decided"
+        )
     try:
         task_file = msgspec.convert(raw, TaskFile, strict=True)
     except msgspec.ValidationError as exc:

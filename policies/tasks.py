@@ -79,7 +79,6 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_tier: str = "standard"
     n_max: Annotated[int, msgspec.Meta(ge=1, le=256)] = 32
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
-    early_stop: bool = False
 
     def __post_init__(self) -> None:
         if not self.prompts:

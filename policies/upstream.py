@@ -35,6 +35,7 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     price_per_1k_prompt_tokens: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     price_per_1k_completion_tokens: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     temperature: Annotated[float, msgspec.Meta(gt=0, le=2)] = 0.7
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     def __post_init__(self) -> None:

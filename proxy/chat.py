@@ -1,10 +1,13 @@
 """``POST /v1/chat/completions``: route to a task or pass through, stream or not.
 
 The handler is deliberately lean (raw bytes in, bytes out, no validation layer of the
-framework) because it sits in front of all of an app's traffic. A request names its
-task with ``X-IAPO-Task`` or a model alias; anything else passes through byte for
-byte to the upstream serving its model. A client that disconnects cancels every
-upstream call still running for it; what was spent up to then is still logged.
+framework) because it sits in front of all of an app's traffic. It reads in one pass:
+the request is resolved into a route (``proxy.route``: a ``TaskPlan``, or pass-through
+for a request that names no task) before anything is sent; a task run fills what it
+spends and ends in an immutable ``TaskOutcome`` that the response, the metrics and the
+request log all read. The API key was checked by the app's guard. A client that
+disconnects cancels every upstream call still running for it; what was spent up to then
+is still logged.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
-from policies import ApiError, UnknownTask, UpstreamUnavailable
-from proxy.completions import TaskCall
+from policies import ApiError, UpstreamUnavailable
+from proxy.completions import TaskOutcome, account_task, run_task, task_outcome
 from proxy.errors import api_error_response
 from proxy.metrics import PASSTHROUGH, status_class
-from proxy.request import ChatView, decode_chat, decode_passthrough, read_headers
+from proxy.request import read_headers
 from proxy.requestlog import RequestRecord
+from proxy.route import PassthroughRoute, Route, TaskPlan, find_task, plan_task
+from proxy.sampling import SamplingResult
 from proxy.service import ProxyService
 from proxy.streaming import answer_events, error_event, keepalive_then
 from proxy.upstream import UpstreamStream
 from proxy.wire import RawResponse, Usage
 
-__all__ = ["ClientGone", "handle_chat"]
+__all__ = ["ClientGone", "count_rejected", "handle_chat"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,10 +199,10 @@ async def _passthrough(
     service: ProxyService,
     request: Request[Any, Any, Any],
     raw: bytes,
-    model: str | None,
-    stream: bool,
+    route: PassthroughRoute,
     deadline: float,
 ) -> Response[Any]:
+    model, stream = route.model, route.stream
     upstream = service.passthrough_upstream(model)
     account = _Accounting(service, PASSTHROUGH)
     status, body = 500, None
@@ -261,7 +266,7 @@ def _stream_passthrough(
     return Stream(relay(), status_code=opened.status, media_type=media_type, headers=headers)
 
 
-def _count_rejected(
+def count_rejected(
     service: ProxyService, task: str | None, tier: str | None, error: ApiError
 ) -> None:
     """Count a request refused before it was routed (bad key, body, task or tier)."""
@@ -271,93 +276,92 @@ def _count_rejected(
 
 
 async def handle_chat(service: ProxyService, request: Request[Any, Any, Any]) -> Response[Any]:
-    """The whole chat completions endpoint."""
+    """The whole chat completions endpoint: route, then serve the route."""
     headers = request.headers
     task_name, tier_name = headers.get("x-iapo-task"), headers.get("x-iapo-tier")
     try:
-        service.keys.check(headers.get("authorization"))
         iapo = read_headers(task_name, tier_name, headers.get("x-iapo-deadline-ms"))
         raw = await request.body()
         deadline_s = service.config.server.deadline_s
         if iapo.deadline_s is not None:
             deadline_s = min(deadline_s, iapo.deadline_s)
         deadline = asyncio.get_running_loop().time() + deadline_s
-        registry = service.registry
-        assert registry is not None
-        if iapo.task is not None:
-            served = registry.tasks.get(iapo.task)
-            if served is None:
-                raise UnknownTask(
-                    f"unknown task {iapo.task!r}; valid tasks: {', '.join(sorted(registry.tasks))}",
-                    param="X-IAPO-Task",
-                )
+        found = find_task(service, iapo, raw)
+        if isinstance(found, PassthroughRoute):
+            route: Route = found
         else:
-            route = decode_passthrough(raw)
-            served = registry.resolve(None, route.model)
-            if served is None and not service.config.passthrough:
-                raise UnknownTask(
-                    f"model {route.model!r} is not a task and pass-through is off; valid "
-                    f"tasks and aliases: {', '.join(sorted(registry.aliases))}",
-                    param="model",
-                )
-        if served is not None:
-            task_name = served.name
-            view, body = decode_chat(raw)
-            call = TaskCall(service, served, view, body, iapo.tier)
+            task_name = found.name  # a request refused from here on counts under its task
+            route = plan_task(service, found, raw, iapo.tier)
     except ApiError as exc:
-        _count_rejected(service, task_name, tier_name, exc)
+        count_rejected(service, task_name, tier_name, exc)
         raise
-    if served is None:
-        return await _passthrough(service, request, raw, route.model, route.stream, deadline)
-    if view.stream:
-        return _stream_task(service, request, call, view, deadline)
-    account = _Accounting(service, served.name)
-    status, error = 500, None
+    if isinstance(route, PassthroughRoute):
+        return await _passthrough(service, request, raw, route, deadline)
+    if route.view.stream:
+        return _stream_task(service, request, route, deadline)
+    return await _answer_task(service, request, route, deadline)
+
+
+async def _answer_task(
+    service: ProxyService, request: Request[Any, Any, Any], plan: TaskPlan, deadline: float
+) -> Response[Any]:
+    account = _Accounting(service, plan.served.name)
+    spent = SamplingResult(samples=[])
+    outcome: TaskOutcome | None = None
     try:
-        answer = await until_disconnect(request, call.run(deadline))
-        status = 200
+        aggregate = await until_disconnect(request, run_task(service, plan, deadline, spent))
+        outcome = task_outcome(plan, spent, aggregate)
         return Response(
-            answer.body(), status_code=200, media_type="application/json", headers=answer.headers
+            outcome.body(),
+            status_code=200,
+            media_type="application/json",
+            headers=outcome.headers(),
         )
     except ClientGone:
-        status = CLIENT_CLOSED
+        outcome = task_outcome(plan, spent, status=CLIENT_CLOSED)
         raise
     except ApiError as exc:
-        status, error = exc.status_code, exc
+        outcome = task_outcome(plan, spent, status=exc.status_code, error=exc)
         raise
     finally:
-        account.close(lambda latency: call.finish(status, latency, error))
+        final = outcome or task_outcome(plan, spent, status=500)
+        account.close(lambda latency: account_task(service, final, latency))
 
 
 def _stream_task(
     service: ProxyService,
     request: Request[Any, Any, Any],
-    call: TaskCall,
-    view: ChatView,
+    plan: TaskPlan,
     deadline: float,
 ) -> Stream:
-    account = _Accounting(service, call.served.name)
+    account = _Accounting(service, plan.served.name)
+    summary_chunk = request.headers.get("x-iapo-stream-summary", "").lower() == "chunk"
 
     async def work() -> list[bytes]:
-        status, error = CLIENT_CLOSED, None
+        spent = SamplingResult(samples=[])
+        outcome: TaskOutcome | None = None
         try:
-            answer = await call.run(deadline)
-            status = 200
+            aggregate = await run_task(service, plan, deadline, spent)
+            outcome = answer = task_outcome(plan, spent, aggregate)
+            summary = {
+                k.removeprefix("x-iapo-"): v for k, v in answer.headers().items() if k in _SUMMARY
+            }
+            return answer_events(
+                completion_id=answer.id,
+                created=answer.created,
+                model=answer.model,
+                choices=answer.choices,
+                usage=answer.usage if plan.view.include_usage else None,
+                summary=summary,
+                summary_chunk=summary_chunk,
+            )
         except ApiError as exc:
-            status, error = exc.status_code, exc
+            outcome = task_outcome(plan, spent, status=exc.status_code, error=exc)
             raise
         finally:
-            account.close(lambda latency: call.finish(status, latency, error))
-        return answer_events(
-            completion_id=answer.id,
-            created=answer.created,
-            model=answer.model,
-            choices=[(s.text, s.finish_reason) for s in answer.choices],
-            usage=answer.usage if view.include_usage else None,
-            summary={
-                k.removeprefix("x-iapo-"): v for k, v in answer.headers.items() if k in _SUMMARY
-            },
-        )
+            # Not ended by an ApiError or an answer: cancelled, the client went away.
+            final = outcome or task_outcome(plan, spent, status=CLIENT_CLOSED)
+            account.close(lambda latency: account_task(service, final, latency))
 
     # Sampling starts now, not when the server first pulls from the stream.
     task = asyncio.ensure_future(work())
@@ -370,7 +374,7 @@ def _stream_task(
         keepalive_then(task, service.config.server.keepalive_interval_s, watcher),
         status_code=200,
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **call.start_headers()},
+        headers={**SSE_HEADERS, **plan.start_headers()},
     )
 
 

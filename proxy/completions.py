@@ -1,14 +1,17 @@
-"""One task request: apply the tier's policy, draw N samples, aggregate, account.
+"""One task request run: draw N samples, aggregate, and the immutable outcome.
 
-    call = TaskCall(service, served, view, body, tier_name="economy")
-    answer = await call.run(deadline)          # Answer: choices, usage, headers
-    call.finish(200, latency_s)                # metrics and the request log
+    spent = SamplingResult(samples=[])
+    aggregate = await run_task(service, plan, deadline, spent)   # ApiError if none arrived
+    outcome = task_outcome(plan, spent, aggregate)               # TaskOutcome
+    outcome.body(), outcome.headers()                            # the response
+    account_task(service, outcome, latency_s)                    # metrics and the request log
 
-The tier's caps (``max_n``, ``max_cost``) reduce N before anything is sent, and the
-``x-iapo-n-capped`` header says so. If some samples fail the rest are aggregated;
-if all fail, the error keeps the upstream's class (429 with ``retry-after``, 503,
-504, else 502). If the reward service fails, Best-of-N answers with the first
-sample and ``x-iapo-unranked`` says why.
+``spent`` is filled as samples arrive, so a request that fails or whose client leaves
+still has its outcome (what it cost) built from it. The tier's caps were applied when the
+request was planned (``proxy.route``). If some samples fail the rest are aggregated; if
+all fail, the error keeps the upstream's class (429 with ``retry-after``, 503, 504, else
+502). If the reward service fails, Best-of-N answers with the first sample and
+``x-iapo-unranked`` says why.
 """
 
 from __future__ import annotations
@@ -17,14 +20,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
 from policies import (
     ApiError,
     RateLimited,
-    UnknownTier,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -33,29 +34,85 @@ from policies import (
     weight_vector,
 )
 from proxy.metrics import status_class
-from proxy.request import ChatView
 from proxy.requestlog import RequestRecord
+from proxy.route import TaskPlan
 from proxy.sampling import Sample, SamplingResult, draw_samples
 from proxy.service import ProxyService
-from proxy.tasks import ServedTask
+from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
 
-__all__ = ["Answer", "TaskCall", "all_failed"]
+__all__ = ["Aggregate", "TaskOutcome", "account_task", "all_failed", "run_task", "task_outcome"]
 
 logger = logging.getLogger(__name__)
 
 
-class Answer(msgspec.Struct, frozen=True):
-    """The aggregated answer: the returned samples, best first, and the summed usage."""
+class Aggregate(msgspec.Struct, frozen=True):
+    """How the samples were aggregated: ``ranked`` best first (distinct answers), the
+    vote's agreement or the chosen sample's score, why it is unranked if it is."""
 
+    ranked: list[Sample]
+    agreement: float | None = None
+    score: float | None = None
+    unranked: str | None = None
+    unextractable: int = 0
+
+
+class TaskOutcome(msgspec.Struct, frozen=True):
+    """What one task request did, read by the response, the metrics and the log.
+
+    ``status`` is the HTTP status it ended with (499: the client left); ``choices`` the
+    returned sample (empty if it failed); the counts and tokens are what was spent.
+    """
+
+    plan: TaskPlan
+    status: int
     id: str
     created: int
     model: str
-    choices: list[Sample]
-    usage: dict[str, int]
-    headers: dict[str, str]
+    choices: tuple[Sample, ...]
+    launched: int
+    used: int
+    failed: int
+    cancelled: int
+    prompt_tokens: int
+    completion_tokens: int
+    early_stopped: bool
+    first_text: str | None = None
+    agreement: float | None = None
+    score: float | None = None
+    unranked: str | None = None
+    unextractable: int = 0
+    error: ApiError | None = None
+
+    @property
+    def cost(self) -> float:
+        return self.plan.spec.cost(self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def headers(self) -> dict[str, str]:
+        """The ``x-iapo-*`` headers of the answer (a stream repeats the last ones)."""
+        headers = self.plan.start_headers()
+        headers["x-iapo-samples"] = f"{self.used}/{self.launched}"
+        headers["x-iapo-cost"] = f"{self.cost:.6g}"
+        if self.agreement is not None:
+            headers["x-iapo-agreement"] = f"{self.agreement:.4f}"
+        if self.score is not None:
+            headers["x-iapo-score"] = f"{self.score:.6g}"
+        if self.unranked is not None:
+            headers["x-iapo-unranked"] = self.unranked
+        if self.early_stopped:
+            headers["x-iapo-early-stopped"] = "true"
+        return headers
 
     def body(self) -> bytes:
+        """The OpenAI chat completion body of a successful outcome."""
         return msgspec.json.encode(
             {
                 "id": self.id,
@@ -66,7 +123,7 @@ class Answer(msgspec.Struct, frozen=True):
                     {
                         "index": i,
                         "message": s.message,
-                        "logprobs": None,
+                        "logprobs": s.logprobs,
                         "finish_reason": s.finish_reason or "stop",
                     }
                     for i, s in enumerate(self.choices)
@@ -74,6 +131,39 @@ class Answer(msgspec.Struct, frozen=True):
                 "usage": self.usage,
             }
         )
+
+
+def task_outcome(
+    plan: TaskPlan,
+    spent: SamplingResult,
+    aggregate: Aggregate | None = None,
+    *,
+    status: int = 200,
+    error: ApiError | None = None,
+) -> TaskOutcome:
+    """Freeze what a run spent (and, if it answered, how it aggregated) into an outcome."""
+    aggregate = aggregate or Aggregate(ranked=[])
+    return TaskOutcome(
+        plan=plan,
+        status=status,
+        id=f"chatcmpl-iapo-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=plan.view.model or spent.model or plan.spec.model,
+        choices=tuple(aggregate.ranked[:1]),  # one answer: n > 1 is refused in task mode
+        launched=spent.launched,
+        used=len(spent.samples),
+        failed=spent.failed,
+        cancelled=spent.cancelled,
+        prompt_tokens=spent.prompt_tokens,
+        completion_tokens=spent.completion_tokens,
+        early_stopped=spent.early_stopped,
+        first_text=spent.samples[0].text if spent.samples else None,
+        agreement=aggregate.agreement,
+        score=aggregate.score,
+        unranked=aggregate.unranked,
+        unextractable=aggregate.unextractable,
+        error=error,
+    )
 
 
 def all_failed(errors: list[ApiError], drawn: int) -> ApiError:
@@ -105,196 +195,70 @@ def _shared_code(errors: Sequence[ApiError]) -> str | None:
     return codes.pop() if len(codes) == 1 else None
 
 
-class TaskCall:
-    """One request for a task: resolved tier, planned N, then ``run`` and ``finish``."""
+async def run_task(
+    service: ProxyService, plan: TaskPlan, deadline: float, spent: SamplingResult
+) -> Aggregate:
+    """Sample into ``spent`` and aggregate; raises ApiError if no sample arrived."""
+    majority = plan.choice.strategy == "majority"
+    await draw_samples(
+        service.upstreams[plan.spec.name],
+        plan.body,
+        n=plan.n,
+        supports_n=plan.spec.supports_n,
+        extractor=plan.fields.extractor if majority else None,
+        early_stop=plan.served.config.early_stop and majority and not plan.fields.tools,
+        deadline=deadline,
+        seed=plan.view.seed,
+        result=spent,
+    )
+    if not spent.samples:
+        raise all_failed(spent.errors, spent.launched)
+    if majority:
+        return _vote(service, plan, spent.samples)
+    return await _best_of_n(service, plan, spent.samples, deadline)
 
-    def __init__(
-        self,
-        service: ProxyService,
-        served: ServedTask,
-        view: ChatView,
-        body: dict[str, Any],
-        tier_name: str | None,
-    ) -> None:
-        self.service = service
-        self.served = served
-        self.view = view
-        tier_name = tier_name if tier_name is not None else served.policy.default
-        if tier_name not in served.tiers:
-            raise UnknownTier(
-                f"unknown tier {tier_name!r} for task {served.name!r}; valid tiers: "
-                f"{', '.join(sorted(served.tiers))}",
-                param="X-IAPO-Tier",
-            )
-        self.tier_name = tier_name
-        self.choice, self.tier = served.tiers[tier_name]
-        self.spec = served.upstream
-        self.upstream = service.upstreams[self.spec.name]
-        self.messages = self.choice.prompt.apply(body["messages"])
-        self.body = self._upstream_body(body)
-        self.n_policy = self.choice.n
-        self.n = self.tier.cap_n(self.n_policy, self._cost_per_sample())
-        self.result: SamplingResult | None = None
-        self.agreement: float | None = None
-        self.score: float | None = None
-        # Why Best-of-N answered unranked (the reward service failed), for the client.
-        self.unranked: str | None = None
-        self.unextractable = 0
 
-    def _upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        out = dict(body)
-        out["messages"] = self.messages
-        out["model"] = self.spec.model
-        for key in ("stream", "stream_options", "n"):
-            out.pop(key, None)
-        # Aggregation needs diverse samples: temperature 0 would draw N copies.
-        if self.view.temperature is None or self.view.temperature <= 0:
-            out["temperature"] = self.spec.temperature
-        limits = ("max_tokens", "max_completion_tokens")
-        if self.spec.max_tokens is not None and not any(k in out for k in limits):
-            out["max_tokens"] = self.spec.max_tokens
-        return out
+def _vote(service: ProxyService, plan: TaskPlan, samples: list[Sample]) -> Aggregate:
+    keys = [s.answer for s in samples]
+    if plan.fields.tools:
+        # A sample that calls tools votes with its canonical calls, one that answers in
+        # text with its extracted answer.
+        keys = [tool_call_key(s.message) or k for s, k in zip(samples, keys, strict=True)]
+    outcome = majority_vote(keys, service.rng)
+    first: dict[str, Sample] = {}
+    for sample, key in zip(samples, keys, strict=True):
+        if key is not None:
+            first.setdefault(key, sample)
+    ranked = [first[a] for a in outcome.ranked()]
+    return Aggregate(
+        ranked=_distinct(ranked + samples),
+        agreement=outcome.agreement,
+        unextractable=outcome.unextractable,
+    )
 
-    def _cost_per_sample(self) -> float | None:
-        """An estimate before sampling, for ``max_cost``: prompt bytes/4, completion bound."""
-        if self.tier.max_cost is None:
-            return None
-        prompt_tokens = len(msgspec.json.encode(self.messages)) // 4
-        completion = (
-            self.view.max_completion_tokens
-            or self.view.max_tokens
-            or self.spec.max_tokens
-            or self.service.mean_completion_tokens.get(self.served.name, 0.0)
+
+async def _best_of_n(
+    service: ProxyService, plan: TaskPlan, samples: list[Sample], deadline: float
+) -> Aggregate:
+    reward = plan.served.reward  # the task config's override, else the policy's
+    assert reward is not None  # Policy guarantees it for best_of_n tiers
+    scorer = service.scorer(reward)
+    try:
+        matrix = await scorer.score(plan.messages, [s.text for s in samples], deadline=deadline)
+    except ApiError as exc:
+        logger.warning(
+            "task %s: reward service failed, answering sample 0: %s", plan.served.name, exc
         )
-        return self.spec.cost(prompt_tokens, int(completion))
-
-    @property
-    def capped(self) -> bool:
-        return self.n < self.n_policy
-
-    def start_headers(self) -> dict[str, str]:
-        """Headers known before sampling (all a streaming response can carry)."""
-        headers = {
-            "x-iapo-task": self.served.name,
-            "x-iapo-tier": self.tier_name,
-            "x-iapo-policy": self.served.label,
-        }
-        if self.capped:
-            headers["x-iapo-n-capped"] = f"{self.n_policy}->{self.n}"
-        return headers
-
-    async def run(self, deadline: float) -> Answer:
-        """Sample, aggregate and build the answer; raises ApiError if no sample arrived."""
-        strategy = self.choice.strategy
-        self.result = result = SamplingResult(samples=[])
-        await draw_samples(
-            self.upstream,
-            self.body,
-            n=self.n,
-            supports_n=self.spec.supports_n,
-            extractor=self.served.extractor if strategy == "majority" else None,
-            early_stop=self.served.config.early_stop and strategy == "majority",
-            deadline=deadline,
-            seed=self.view.seed,
-            result=result,
+        return Aggregate(
+            ranked=_distinct(samples), unranked=f"reward service failed ({error_kind(exc)})"
         )
-        if not result.samples:
-            raise all_failed(result.errors, result.launched)
-        if strategy == "majority":
-            ranked = self._vote(result.samples)
-        else:
-            ranked = await self._best_of_n(result.samples, deadline)
-        usage = {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        }
-        headers = self.start_headers()
-        headers["x-iapo-samples"] = f"{len(result.samples)}/{result.launched}"
-        headers["x-iapo-cost"] = f"{self.cost():.6g}"
-        if self.agreement is not None:
-            headers["x-iapo-agreement"] = f"{self.agreement:.4f}"
-        if self.score is not None:
-            headers["x-iapo-score"] = f"{self.score:.6g}"
-        if self.unranked is not None:
-            headers["x-iapo-unranked"] = self.unranked
-        if result.early_stopped:
-            headers["x-iapo-early-stopped"] = "true"
-        return Answer(
-            id=f"chatcmpl-iapo-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=self.view.model or result.model or self.spec.model,
-            choices=ranked[: self.view.n],
-            usage=usage,
-            headers=headers,
-        )
-
-    def _vote(self, samples: list[Sample]) -> list[Sample]:
-        outcome = majority_vote([s.answer for s in samples], self.service.rng)
-        self.agreement = outcome.agreement
-        self.unextractable = outcome.unextractable
-        first: dict[str, Sample] = {}
-        for sample in samples:
-            if sample.answer is not None:
-                first.setdefault(sample.answer, sample)
-        ranked = [first[a] for a in outcome.ranked()]
-        return _distinct(ranked + samples)
-
-    async def _best_of_n(self, samples: list[Sample], deadline: float) -> list[Sample]:
-        reward = self.served.reward  # the task config's override, else the policy's
-        assert reward is not None  # Policy guarantees it for best_of_n tiers
-        scorer = self.service.scorer(reward)
-        texts = [s.text for s in samples]
-        try:
-            matrix = await scorer.score(self.messages, texts, deadline=deadline)
-        except ApiError as exc:
-            logger.warning(
-                "task %s: reward service failed, answering sample 0: %s", self.served.name, exc
-            )
-            self.unranked = f"reward service failed ({error_kind(exc)})"
-            return _distinct(samples)
-        weights = weight_vector(scorer.objectives, self.tier.objective_weights)
-        outcome = best_of_n(matrix, weights, self.service.rng)
-        if outcome.index is None:
-            return _distinct(samples)
-        self.score = outcome.score
-        return _distinct([samples[i] for i in outcome.ranked()] + samples)
-
-    def cost(self) -> float:
-        if self.result is None:
-            return 0.0
-        return self.spec.cost(self.result.prompt_tokens, self.result.completion_tokens)
-
-    def finish(self, status: int, latency_s: float, error: ApiError | None = None) -> None:
-        """Count the request in the metrics and queue its request-log row."""
-        metrics = self.service.metrics
-        task, tier = self.served.name, metrics.tier(self.tier_name)
-        strategy = self.choice.strategy
-        metrics.requests.labels(task, tier, strategy, status_class(status)).inc()
-        metrics.request_duration.labels(task, tier, strategy).observe(latency_s)
-        if self.capped:
-            metrics.n_capped.labels(task, tier).inc()
-        result = self.result
-        if result is not None:
-            metrics.samples_per_request.labels(task, tier, strategy).observe(result.launched)
-            metrics.samples.labels(task, tier).inc(result.launched)
-            metrics.prompt_tokens.labels(task, tier).inc(result.prompt_tokens)
-            metrics.completion_tokens.labels(task, tier).inc(result.completion_tokens)
-            metrics.cost.labels(task, tier).inc(self.cost())
-            if result.early_stopped:
-                metrics.early_stopped.labels(task, tier).inc()
-            if result.samples:
-                per_sample = result.completion_tokens / len(result.samples)
-                means = self.service.mean_completion_tokens
-                means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
-        if self.agreement is not None:
-            metrics.vote_agreement.labels(task, tier).observe(self.agreement)
-        if self.unextractable:
-            metrics.extraction_failures.labels(task, tier).inc(self.unextractable)
-        if self.score is not None:
-            metrics.reward_score.labels(task, tier).observe(self.score)
-        if self.service.request_log is not None:
-            self.service.request_log.record(record_of(self, status, latency_s, error))
+    weights = weight_vector(scorer.objectives, plan.tier.objective_weights)
+    outcome = best_of_n(matrix, weights, service.rng)
+    if outcome.index is None:
+        return Aggregate(ranked=_distinct(samples))
+    return Aggregate(
+        ranked=_distinct([samples[i] for i in outcome.ranked()] + samples), score=outcome.score
+    )
 
 
 def _distinct(samples: list[Sample]) -> list[Sample]:
@@ -308,34 +272,66 @@ def _distinct(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def record_of(
-    call: TaskCall, status: int, latency_s: float, error: ApiError | None
-) -> RequestRecord:
-    result = call.result
-    content = None
-    if call.service.request_log is not None and call.service.request_log.log_content:
-        answer = result.samples[0].text if result and result.samples else None
-        content = msgspec.json.encode({"messages": call.messages, "answer": answer}).decode()
+def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) -> None:
+    """Count the request in the metrics and queue its request-log row."""
+    plan, metrics = outcome.plan, service.metrics
+    task, tier = plan.served.name, metrics.tier(plan.tier_name)
+    strategy = plan.choice.strategy
+    metrics.requests.labels(task, tier, strategy, status_class(outcome.status)).inc()
+    metrics.request_duration.labels(task, tier, strategy).observe(latency_s)
+    if plan.capped:
+        metrics.n_capped.labels(task, tier).inc()
+    if outcome.launched:
+        metrics.samples_per_request.labels(task, tier, strategy).observe(outcome.launched)
+        metrics.samples.labels(task, tier).inc(outcome.launched)
+        metrics.prompt_tokens.labels(task, tier).inc(outcome.prompt_tokens)
+        metrics.completion_tokens.labels(task, tier).inc(outcome.completion_tokens)
+        metrics.cost.labels(task, tier).inc(outcome.cost)
+        if outcome.early_stopped:
+            metrics.early_stopped.labels(task, tier).inc()
+        if outcome.used:
+            per_sample = outcome.completion_tokens / outcome.used
+            means = service.mean_completion_tokens
+            means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
+    if outcome.agreement is not None:
+        metrics.vote_agreement.labels(task, tier).observe(outcome.agreement)
+    if outcome.unextractable:
+        metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
+    if outcome.score is not None:
+        metrics.observe_reward(task, tier, outcome.score)
+    log = service.request_log
+    if log is not None:
+        log.record(record_of(outcome, latency_s, content=log.log_content))
+
+
+def record_of(outcome: TaskOutcome, latency_s: float, *, content: bool = False) -> RequestRecord:
+    """The request-log row of an outcome (messages and answer only with ``content``)."""
+    plan, error = outcome.plan, outcome.error
+    text = None
+    if content:
+        # The answer returned; for a request that returned none, the first sample drawn.
+        answer = outcome.choices[0].text if outcome.choices else outcome.first_text
+        text = msgspec.json.encode({"messages": plan.messages, "answer": answer})
     return RequestRecord(
         ts=time.time(),
-        task=call.served.name,
-        tier=call.tier_name,
-        strategy=call.choice.strategy,
-        policy=call.served.label,
-        n_policy=call.n_policy,
-        n_served=call.n,
-        samples_launched=result.launched if result else 0,
-        samples_used=len(result.samples) if result else 0,
-        samples_failed=result.failed if result else 0,
-        samples_cancelled=result.cancelled if result else 0,
-        prompt_tokens=result.prompt_tokens if result else 0,
-        completion_tokens=result.completion_tokens if result else 0,
-        cost=call.cost(),
-        agreement=call.agreement,
-        score=call.score,
-        early_stopped=bool(result and result.early_stopped),
+        task=plan.served.name,
+        tier=plan.tier_name,
+        strategy=plan.choice.strategy,
+        policy=plan.served.label,
+        n_policy=plan.n_policy,
+        n_served=plan.n,
+        samples_launched=outcome.launched,
+        samples_used=outcome.used,
+        samples_failed=outcome.failed,
+        samples_cancelled=outcome.cancelled,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        cost=outcome.cost,
+        agreement=outcome.agreement,
+        score=outcome.score,
+        early_stopped=outcome.early_stopped,
         latency_s=latency_s,
-        status=status,
+        status=outcome.status,
         error=None if error is None else error.code or type(error).__name__,
-        content=content,
+        content=None if text is None else text.decode(),
     )

@@ -168,6 +168,16 @@ class ProxyMetrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+        # prometheus_client exports no _sum for a histogram whose lowest bucket is below
+        # 0, and a counter cannot go down: the sum of scores is kept as two counters, one
+        # per sign. Mean = (rate(positive) - rate(negative)) / rate(iapo_reward_score_count).
+        self.reward_score_sum = Counter(
+            "iapo_reward_score_signed_sum_total",
+            "Sum of the absolute rewards of chosen samples, by sign (the histogram has no "
+            "_sum because its buckets go below 0).",
+            (*tt, "sign"),
+            registry=r,
+        )
         self.extraction_failures = Counter(
             "iapo_extraction_failures_total",
             "Samples whose answer could not be extracted.",
@@ -184,6 +194,19 @@ class ProxyMetrics:
             registry=r,
         )
         self.policy_n = Gauge("iapo_policy_n", "N of the active policy.", tt, registry=r)
+        self.policy_reloads_rejected = Counter(
+            "iapo_policy_reloads_rejected_total",
+            "New policies (file changes, store revisions) rejected; the previous one kept serving.",
+            ("task",),
+            registry=r,
+        )
+        self.policy_rejected = Gauge(
+            "iapo_policy_rejected",
+            "1 while a task's newest policy is rejected and an older one is served (/readyz "
+            "says degraded).",
+            ("task",),
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "iapo_circuit_state",
             "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
@@ -242,6 +265,12 @@ class ProxyMetrics:
         self._policy_info[(task, tier)] = labels
         self.policy_info.labels(*labels).set(1)
         self.policy_n.labels(task, tier).set(n)
+
+    def observe_reward(self, task: str, tier: str, score: float) -> None:
+        """One chosen sample's weighted reward: the histogram and the signed sums."""
+        self.reward_score.labels(task, tier).observe(score)
+        self.reward_score_sum.labels(task, tier, "positive").inc(max(score, 0.0))
+        self.reward_score_sum.labels(task, tier, "negative").inc(max(-score, 0.0))
 
     def set_circuit(self, upstream: str, state: str) -> None:
         """``state`` is one of ``closed``, ``half_open``, ``open``."""

@@ -38,6 +38,7 @@ class Sample(msgspec.Struct, frozen=True):
     message: dict[str, Any]
     finish_reason: str | None
     answer: str | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class SamplingResult(msgspec.Struct):
@@ -197,5 +198,7 @@ def _collect(
         if answer is not None:
             counts[answer] += 1
         message = choice.message or {"role": "assistant", "content": text}
-        result.samples.append(Sample(text, message, choice.finish_reason, answer))
+        result.samples.append(
+            Sample(text, message, choice.finish_reason, answer, logprobs=choice.logprobs)
+        )
     return len(choices)

@@ -133,7 +133,9 @@ class TaskRegistry:
         self._store = store
         self._tasks: dict[str, ServedTask] = {}
         self._aliases: dict[str, str] = {}
-        self._rejected: dict[str, object] = {}
+        self._rejected: dict[str, object] = {}  # task -> the stamp that was rejected
+        self._latest: dict[str, object] = {}  # task -> the newest stamp seen
+        self._reasons: dict[str, str] = {}  # task -> why its rejected stamp was refused
         for task in config.tasks:
             self._aliases[task.name] = task.name
             for alias in task.aliases:
@@ -149,6 +151,15 @@ class TaskRegistry:
     def aliases(self) -> Mapping[str, str]:
         return self._aliases
 
+    @property
+    def rejected(self) -> dict[str, str]:
+        """Tasks whose newest policy was rejected (an older one serves), with the reason."""
+        return {
+            name: reason
+            for name, reason in self._reasons.items()
+            if name in self._rejected and self._rejected[name] == self._latest.get(name)
+        }
+
     def resolve(self, task: str | None, model: str | None) -> ServedTask | None:
         """The task named by the header, else the task ``model`` is an alias of, else None."""
         if task is not None:
@@ -161,8 +172,12 @@ class TaskRegistry:
         current = self._tasks.get(task.name)
         revision: int | None = None
         if task.policy_file is not None:
-            stat = os.stat(task.policy_file)
-            stamp: object = (stat.st_mtime_ns, stat.st_size)
+            try:
+                stat = os.stat(task.policy_file)
+                stamp: object = (stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                stamp = "unreadable"  # load_policy says why, once
+            self._latest[task.name] = stamp
             if current is not None and current.stamp == stamp:
                 return None
             if self._rejected.get(task.name) == stamp:
@@ -178,6 +193,7 @@ class TaskRegistry:
             if stored is None:
                 raise ConfigError(f"task {task.name!r}: the store has no active policy for it")
             stamp = stored.revision
+            self._latest[task.name] = stamp
             if current is not None and current.stamp == stamp:
                 return None
             if self._rejected.get(task.name) == stamp:
@@ -214,6 +230,7 @@ class TaskRegistry:
                 raise ConfigError(f"task {task.name!r}: {exc}") from None
             if served is not None:
                 self._install(served)
+            self._metrics.policy_rejected.labels(task.name).set(0)
         logger.info("serving tasks %s", sorted(self._tasks))
 
     async def refresh(self) -> list[str]:
@@ -228,9 +245,13 @@ class TaskRegistry:
                     task.name,
                     exc,
                 )
-                continue
-            if served is not None:
-                self._install(served)
-                reloaded.append(task.name)
-                logger.warning("task %s: now serving policy %s", task.name, served.label)
+                self._reasons[task.name] = str(exc)
+                self._metrics.policy_reloads_rejected.labels(task.name).inc()
+            else:
+                if served is not None:
+                    self._install(served)
+                    reloaded.append(task.name)
+                    logger.warning("task %s: now serving policy %s", task.name, served.label)
+            rejected = task.name in self.rejected
+            self._metrics.policy_rejected.labels(task.name).set(1 if rejected else 0)
         return reloaded

@@ -21,6 +21,7 @@ class CompletionChoice(msgspec.Struct, frozen=True):
     index: int = 0
     message: dict[str, Any] | None = None
     finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:

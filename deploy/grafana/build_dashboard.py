@@ -57,6 +57,15 @@ def mean(histogram: str, selector: str = TT, by: str = BY) -> str:
     return ratio(rate(histogram + "_sum", selector, by), rate(histogram + "_count", selector, by))
 
 
+def signed_mean(histogram: str, selector: str = TT, by: str = BY) -> str:
+    """The mean of a histogram whose buckets go below 0: prometheus_client exports no
+    ``_sum`` for it, so the proxy keeps ``NAME_signed_sum_total`` by ``sign``."""
+    sums = histogram + "_signed_sum_total"
+    positive = rate(sums, selector + ',sign="positive"', by)
+    negative = rate(sums, selector + ',sign="negative"', by)
+    return ratio(f"(\n{positive}\n-\n{negative}\n)", rate(histogram + "_count", selector, by))
+
+
 def target(expr: str, legend: str = LEGEND, ref: str = "A", **extra: Any) -> dict[str, Any]:
     return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, **extra}
 
@@ -344,7 +353,7 @@ def _panels() -> list[Panel]:
             "Reward score",
             "Weighted reward of the chosen sample (Best-of-N).",
             [
-                target(mean("iapo_reward_score"), f"mean {LEGEND}", "A"),
+                target(signed_mean("iapo_reward_score"), f"mean {LEGEND}", "A"),
                 target(quantile(0.5, "iapo_reward_score"), f"p50 {LEGEND}", "B"),
             ],
         ),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from iapo.commands import demo, optimize, report, serve, simulate
+from iapo.commands import demo, optimize, policy, report, serve, simulate
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: tuple[ModuleType, ...] = (optimize, simulate, serve, report, demo)
+COMMANDS: tuple[ModuleType, ...] = (optimize, simulate, serve, policy, report, demo)

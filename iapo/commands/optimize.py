@@ -34,7 +34,7 @@ from optimizer import (
 )
 from optimizer.sampling import Sampler
 from policies.errors import ConfigError
-from policies.policy import save_policy
+from policies.policy import SamplingSettings, save_policy
 from policies.taskfile import DatasetRow, TaskFile, load_dataset, load_task_file
 from policies.tasks import TaskSpec
 from policies.tiers import DEFAULT_TIERS, parse_tiers
@@ -181,6 +181,11 @@ async def _live(
                 task, task_file.upstream, rows, client=client, run_key=run_key, cache=cache
             )
             result = await _optimize(args, console, task, sampler, rng, str(args.task))
+            # The temperature every sample was drawn at is part of the arms evaluated.
+            sampling = SamplingSettings.of(task_file.upstream)
+            result = msgspec.structs.replace(
+                result, policy=msgspec.structs.replace(result.policy, sampling=sampling)
+            )
             console.print(
                 f"samples: {sampler.paid} newly paid, {sampler.cached} read from the cache "
                 f"({cache_path}); tokens {sampler.prompt_tokens} prompt + "

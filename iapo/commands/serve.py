@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -24,10 +25,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import errno
+
     import msgspec
 
     from proxy.config import load_config
-    from proxy.server import serve
+    from proxy.server import listen_socket, serve
 
     config = load_config(args.config)
     server = config.server
@@ -44,8 +47,18 @@ def run(args: argparse.Namespace) -> int:
         for task, label in labels.items():
             print(f"  task {task}: policy {label}")
         return 0
+    try:
+        sock = listen_socket(server.host, server.port)
+    except OSError as exc:
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc}"
+        print(
+            f"iapo serve: error: listening on {server.host}:{server.port} {reason}; "
+            f"pick another port with --port or IAPO_PORT, or stop what holds it",
+            file=sys.stderr,
+        )
+        return 1
     print(f"iapo serve: listening on http://{server.host}:{server.port}")
-    serve(config)
+    serve(config, sock)
     return 0
 
 

@@ -118,7 +118,12 @@ def run(args: argparse.Namespace) -> int:
         port = sock.getsockname()[1] if not args.write_only else args.port
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        print(
+            f"iapo simulate: error: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
+            f"pick another port with --port (0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 1
     base_url = f"http://{args.host}:{port}"
     if args.write_task:
         tasks = write_tasks(simulator, Path(args.write_task), base_url, replay_name=replay_name)

@@ -21,7 +21,7 @@ from iapo.simulator import SimulatedTask
 from optimizer import HttpSampler, OptimizationResult, SampleCache, optimize, save_estimates
 from optimizer.svg import render_report
 from policies.errors import SamplingError
-from policies.policy import Policy, TierPolicy, save_policy
+from policies.policy import Policy, SamplingSettings, TierPolicy, save_policy
 from policies.taskfile import DatasetRow, load_dataset, load_task_file
 from policies.tasks import TaskSpec
 
@@ -106,6 +106,11 @@ async def optimize_task(
         logger.error("optimising %s failed after %d samples", spec.name, sampler.paid)
         raise
     policy_file = workdir / "policies" / f"{spec.name}.json"
+    # The sampling settings every sample was drawn with are part of the arms evaluated.
+    sampling = SamplingSettings.of(task_file.upstream)
+    result = msgspec.structs.replace(
+        result, policy=msgspec.structs.replace(result.policy, sampling=sampling)
+    )
     save_policy(result.policy, policy_file)
     save_estimates(result.estimates, policy_file)
     baseline = prompt_only_policy(spec, result)

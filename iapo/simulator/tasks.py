@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import tomli_w
 
-from iapo.simulator._toml import dumps
 from iapo.simulator.engine import TOKENS_PER_COST_UNIT, Simulator
 from iapo.simulator.rewards import TableRewards
 from iapo.simulator.synthetic import (
@@ -203,7 +203,7 @@ def write_tasks(
             "dataset": {"path": train.name},
         }
         task_file = directory / f"{spec.name}.toml"
-        task_file.write_text(dumps(document), encoding="utf-8")
+        task_file.write_text(_dumps(document), encoding="utf-8")
         written.append(SimulatedTask(spec, task_file, train, paths["test"]))
     return written
 
@@ -220,8 +220,9 @@ def write_proxy_config(
     written task, each served from ``policies/<task>.json`` (what ``iapo optimize --out``
     writes), with the simulator's extractor (``boxed``) or reward endpoint bound in the
     task, whatever the policy says. ``replayed`` = (table path, task name) makes the
-    header suggest ``iapo optimize --replay`` for that task. Auth is disabled: it is a
-    loopback example; set ``keys_env`` for anything else.
+    header suggest ``iapo optimize --replay`` for that task. It makes the README's snippet
+    work as written: the majority task answers to ``model="math-solver"`` too, other
+    models pass through to the simulator, and the proxy keys come from ``IAPO_API_KEYS``.
     """
     path = Path(directory) / "proxy.toml"
 
@@ -232,16 +233,16 @@ def write_proxy_config(
         return f"iapo optimize --task {task.task_file.name} {out}"
 
     header = (
-        "# iapo serve --config proxy.toml, once the policies exist, e.g.\n"
+        "# IAPO_API_KEYS=sk-your-proxy-key iapo serve --config proxy.toml, once the\n"
+        "# policies exist (run from this directory), e.g.\n"
         + "".join(f"#   {command(t)}\n" for t in tasks)
-        + "# (run from this directory). Loopback example: auth is off; set [auth] keys_env\n"
-        "# for anything else.\n"
     )
     entries: list[dict[str, Any]] = []
     for task in tasks:
         entry: dict[str, Any] = {
             "name": task.spec.name,
             "policy_file": f"policies/{task.spec.name}.json",
+            "aliases": [f"{task.spec.name}-solver"] if task.spec.strategy == "majority" else None,
         }
         if task.spec.strategy == "best_of_n":
             entry["reward"] = msgspec.to_builtins(task.spec.reward)
@@ -249,11 +250,24 @@ def write_proxy_config(
             entry["extractor"] = msgspec.to_builtins(task.spec.extractor)
         entries.append(entry)
     document = {
-        "passthrough": False,
+        "passthrough": True,
         "server": {"host": "127.0.0.1", "port": port},
-        "auth": {"disabled": True},
+        "auth": {"keys_env": "IAPO_API_KEYS"},
         "upstreams": [msgspec.to_builtins(upstream_spec(base_url))],
         "tasks": entries,
     }
-    path.write_text(header + dumps(document), encoding="utf-8")
+    path.write_text(header + _dumps(document), encoding="utf-8")
     return path
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    """TOML of ``document``; None values (TOML has no null) are left out."""
+    return tomli_w.dumps(_without_none(document))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value

@@ -18,12 +18,33 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from iapo.testing.plan import FaultPlan
+from iapo.testing.plan import FAULT_HELP, FaultKind, FaultPlan, UnknownFault, parse_fault
 from iapo.testing.upstream import FaultUpstream, ReceivedRequest
 
 
+def _epilog() -> str:
+    kinds = "\n".join(f"  {kind:<10} {text}" for kind, text in FAULT_HELP.items())
+    return (
+        f"fault kinds:\n{kinds}\n\n"
+        "A request picks its own fault with [[fault:KIND]] in its messages or an x-fault: KIND "
+        "header; an unknown kind is answered 400."
+    )
+
+
+def _script(text: str) -> tuple[FaultKind, ...]:
+    try:
+        return tuple(parse_fault(kind.strip()) for kind in text.split(",") if kind.strip())
+    except UnknownFault as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iapo.testing", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m iapo.testing",
+        description=__doc__,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", type=Path, help="write the bound port here once ready")
@@ -34,23 +55,37 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--spike-ms", type=float, default=2000.0)
     parser.add_argument("--hang-s", type=float, default=600.0)
+    parser.add_argument(
+        "--script",
+        type=_script,
+        default=(),
+        metavar="KIND,KIND,...",
+        help="faults for the first chat requests, in order (then the --fault-rate mix)",
+    )
     parser.add_argument("--plan", type=Path, help="a FaultPlan as JSON (overrides the above)")
     parser.add_argument("--log", type=Path, help="append one JSON line per chat request here")
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    if args.plan is not None:
-        plan = msgspec.json.decode(args.plan.read_bytes(), type=FaultPlan)
-    else:
-        plan = FaultPlan.uniform(
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> FaultPlan:
+    """The plan the flags describe; a bad --plan file is a usage error naming the field."""
+    try:
+        if args.plan is not None:
+            return msgspec.json.decode(args.plan.read_bytes(), type=FaultPlan)
+        return FaultPlan.uniform(
             args.fault_rate,
             include_hangs=not args.no_hangs,
             latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms,
             spike_ms=args.spike_ms,
             hang_s=args.hang_s,
+            script=args.script,
         )
+    except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        parser.error(f"{args.plan or 'fault plan'}: {exc}")
+
+
+async def _serve(args: argparse.Namespace, plan: FaultPlan) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,9 +140,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    plan = _plan(args, parser)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve(args))
+        return asyncio.run(_serve(args, plan))
     return 130
 
 

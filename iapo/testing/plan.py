@@ -8,7 +8,8 @@ both (the script first, then the mix)::
 
 A single request can also name its fault itself, which is how a test reaches one sample
 through the proxy: a ``[[fault:KIND]]`` marker anywhere in the messages, or an
-``x-fault: KIND`` request header.
+``x-fault: KIND`` request header. A kind not in ``FAULT_KINDS`` is an error (the
+upstream answers 400 naming the valid kinds), never a silent normal answer.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "FAULT_HELP",
     "FAULT_KINDS",
     "FaultKind",
     "FaultPlan",
+    "UnknownFault",
     "fault_from_marker",
+    "parse_fault",
     "pick_fault",
     "request_tag",
 ]
@@ -43,6 +47,31 @@ FaultKind = Literal[
     "stall",  # streams: some events, then silence until the client gives up
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+FAULT_HELP: dict[str, str] = {
+    "ok": "a normal answer after the base latency",
+    "spike": "a normal answer after a latency spike (--spike-ms)",
+    "hang": "read the request, never answer (a timeout for the client; --hang-s bounds it)",
+    "429": "rate limited, with retry-after",
+    "500": "internal server error",
+    "502": "bad gateway",
+    "503": "service unavailable",
+    "reset": "TCP reset right after the request was read",
+    "malformed": "200 with a body that is not valid JSON (or a bad SSE event)",
+    "truncate": "the body or stream is cut off and the connection closed",
+    "stall": "streams: some events, then silence until the client gives up",
+}
+
+
+class UnknownFault(ValueError):
+    """A request or a command line named a fault kind that does not exist."""
+
+
+def parse_fault(name: str) -> FaultKind:
+    """``name`` as a fault kind; UnknownFault names the valid kinds."""
+    if name not in FAULT_KINDS:
+        raise UnknownFault(f"unknown fault kind {name!r}; kinds: {', '.join(FAULT_KINDS)}")
+    return name  # type: ignore[return-value]
+
 
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _MARKER = re.compile(r"\[\[fault:([a-z0-9]+)\]\]")
@@ -129,11 +158,12 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def fault_from_marker(texts: Iterable[str]) -> FaultKind | None:
-    """The fault a request names with ``[[fault:KIND]]`` in its messages, if any."""
+    """The fault a request names with ``[[fault:KIND]]`` in its messages, if any;
+    UnknownFault if it names a kind that does not exist."""
     for text in texts:
         match = _MARKER.search(text)
-        if match and match.group(1) in FAULT_KINDS:
-            return match.group(1)  # type: ignore[return-value]
+        if match:
+            return parse_fault(match.group(1))
     return None
 
 

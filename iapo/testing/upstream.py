@@ -37,10 +37,11 @@ from iapo.testing._openai import (
     token_count,
 )
 from iapo.testing.plan import (
-    FAULT_KINDS,
     FaultKind,
     FaultPlan,
+    UnknownFault,
     fault_from_marker,
+    parse_fault,
     pick_fault,
     request_tag,
 )
@@ -215,9 +216,10 @@ class FaultUpstream:
         return await conn.respond(404, error_body(404, f"no route {request.method} {path}"))
 
     def _choose_fault(self, request: Request, texts: list[str]) -> FaultKind:
+        """The fault the request names (UnknownFault if no such kind), else the plan's."""
         named = request.headers.get("x-fault")
-        if named in FAULT_KINDS:
-            return named  # type: ignore[return-value]
+        if named is not None:
+            return parse_fault(named)
         marked = fault_from_marker(texts)
         if marked is not None:
             return marked
@@ -251,7 +253,11 @@ class FaultUpstream:
         plan = self._plan
         choices = 1 if plan.ignore_n else (math.ceil(n / 2) if plan.fewer_choices and n > 1 else n)
         texts = message_texts(body["messages"])
-        fault = self._choose_fault(request, texts)
+        try:
+            fault = self._choose_fault(request, texts)
+        except UnknownFault as exc:
+            self.stats.bad_requests += 1
+            return await conn.respond(400, error_body(400, str(exc)))
         self.stats.faults[fault] += 1
         received = ReceivedRequest(
             self.stats.chat_requests - 1,
@@ -299,7 +305,11 @@ class FaultUpstream:
             self.stats.bad_requests += 1
             return await conn.respond(400, error_body(400, "body must be a reward request"))
         assert isinstance(body, dict)
-        fault = self._choose_fault(request, message_texts(body.get("messages")))
+        try:
+            fault = self._choose_fault(request, message_texts(body.get("messages")))
+        except UnknownFault as exc:
+            self.stats.bad_requests += 1
+            return await conn.respond(400, error_body(400, str(exc)))
         self.stats.faults[fault] += 1
         ended = await self._prelude(conn, fault)
         if ended is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import ProxyMetrics
 
@@ -76,32 +76,28 @@ def label_names(expr: str) -> set[str]:
 
 
 def exported_series() -> dict[str, frozenset[str]]:
-    """Every series name ``ProxyMetrics`` exports, with its label names.
-
-    Counters export ``NAME_total``, histograms ``NAME_bucket`` (plus ``le``), ``_sum`` and
-    ``_count``, gauges ``NAME``; read from the registry, not from a list kept here.
+    """Every series name ``ProxyMetrics`` exports, with its label names, read from a real
+    text exposition after each metric has one observation (a negative one for histograms:
+    prometheus_client then leaves out ``_sum`` where the buckets go below 0, and a query
+    reading such a ``_sum`` must fail here). No list of suffixes is assumed.
     """
     metrics = ProxyMetrics()
-    labels_by_family: dict[str, frozenset[str]] = {}
     for collector in vars(metrics).values():
         # prometheus_client keeps a metric's label names in ``_labelnames`` (no public getter).
         names = getattr(collector, "_labelnames", None)
-        family = getattr(collector, "_name", None)
-        if names is not None and family is not None:
-            labels_by_family[family] = frozenset(names)
-    series: dict[str, frozenset[str]] = {}
-    family: Metric
-    for family in metrics.registry.collect():
-        labels = labels_by_family[family.name]
-        if family.type == "counter":
-            series[family.name + "_total"] = labels
-        elif family.type == "histogram":
-            series[family.name + "_bucket"] = labels | {"le"}
-            series[family.name + "_sum"] = labels
-            series[family.name + "_count"] = labels
-        else:
-            series[family.name] = labels
-    return series
+        if names is None or not hasattr(collector, "labels"):
+            continue
+        child = collector.labels(*(["x"] * len(names)))
+        for method, value in (("observe", -0.5), ("inc", 1.0), ("set", 1.0)):
+            if hasattr(child, method):
+                getattr(child, method)(value)
+                break
+    series: dict[str, set[str]] = {}
+    exposition = metrics.render().decode()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            series.setdefault(sample.name, set()).update(sample.labels)
+    return {name: frozenset(labels) for name, labels in series.items()}
 
 
 def dashboard_targets(dashboard: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -2,7 +2,8 @@
 
 The compose stack in miniature, on 127.0.0.1 with free ports: ``iapo simulate`` is the
 upstream; two ``iapo serve`` replicas run the config and policy of ``deploy/iapo`` (only
-the upstream URL, the listen address and the request-log path changed); Debian's
+the upstream URL, the listen address and the request-log path changed, and a Best-of-N
+task added so the reward panels have data); Debian's
 ``prometheus`` scrapes each replica every second with the ``iapo`` job of
 ``deploy/prometheus/prometheus.yml`` and evaluates ``deploy/prometheus/alerts.yml``.
 Requests go through the openai SDK; the test reads them back through Prometheus' HTTP API
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +32,15 @@ import pytest
 import yaml
 
 from iapo.testing import free_port
-from policies import load_policy
+from policies import (
+    BudgetSpent,
+    Policy,
+    PromptCandidate,
+    RewardSpec,
+    TierPolicy,
+    load_policy,
+    save_policy,
+)
 from tests.deploy.promql import (
     ALERTS,
     DASHBOARD,
@@ -106,6 +116,29 @@ class Process:
         return self.popen.returncode
 
 
+def _reward_task(config_dir: Path, reward_url: str) -> str:
+    """A Best-of-N task served beside the deploy config's ``math`` (the simulator scores it),
+    so the reward panels have data: its policy file, and its ``[[tasks]]`` entry."""
+    from iapo.simulator import make_simulator
+
+    simulator = make_simulator()
+    assert simulator.reward is not None
+    prompt = PromptCandidate("blunt", simulator.reward_prompts[0])
+    policy = Policy(
+        task="assist",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        budget=BudgetSpent(planned=1, spent=1),
+        tiers={
+            "standard": TierPolicy(
+                prompt=prompt, n=3, strategy="best_of_n", expected_utility=0.5, interval=(0, 1)
+            )
+        },
+        reward=RewardSpec(url=reward_url, objectives=simulator.reward.objectives),
+    )
+    save_policy(policy, config_dir / "policies" / "assist.json")
+    return '\n[[tasks]]\nname = "assist"\npolicy_file = "policies/assist.json"\n'
+
+
 def _iapo(*args: str) -> list[str]:
     return [sys.executable, "-m", "iapo", *args]
 
@@ -135,6 +168,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         assert 'base_url = "http://upstream:8900/v1"' in text
         config.write_text(
             text.replace("http://upstream:8900/v1", f"http://127.0.0.1:{sim_port}/v1")
+            + _reward_task(config_dir, f"http://127.0.0.1:{sim_port}/v1/reward")
         )
         _wait_for("the simulator", lambda: _ok(f"http://127.0.0.1:{sim_port}/healthz"))
         # Two replicas, as `--scale iapo=2` or a Deployment would run them: one process each,
@@ -273,25 +307,33 @@ def test_prometheus_scrapes_what_the_proxy_served(stack: dict[str, Any]) -> None
 def test_dashboard_and_alert_queries_run_on_real_data(stack: dict[str, Any]) -> None:
     prom_url = stack["prom_url"]
     _send_traffic(stack["proxy_urls"])
+    # Best-of-N traffic, so the reward-score panels (mean and p50) have data.
+    for url in stack["proxy_urls"]:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="iapo-sim",
+            messages=[{"role": "user", "content": "How do I sharpen a knife?"}],
+            extra_headers={"X-IAPO-Task": "assist"},
+        )
+        assert "x-iapo-score" in raw.headers
     # Two scrapes after the traffic, so rate() over the window has points to work with.
-    _wait_for(
-        "two scrapes of the traffic",
-        lambda: _scalar(
-            prom_url, 'count_over_time(sum(iapo_requests_total{task="math"})[1m:1s]) >= 3'
-        ),
-    )
+    for task in ("math", "assist"):
+        _wait_for(
+            f"two scrapes of the {task} traffic",
+            lambda task=task: _scalar(  # type: ignore[misc]
+                prom_url, f'count_over_time(sum(iapo_requests_total{{task="{task}"}})[1m:1s]) >= 3'
+            ),
+        )
     dashboard = json.loads(DASHBOARD.read_text())
-    values = {**GRAFANA_VALUES, "task": "math", "tier": ".*", "upstream": ".*"}
+    values = {**GRAFANA_VALUES, "task": "math|assist", "tier": ".*", "upstream": ".*"}
     empty: list[str] = []
     for title, ref, expr in dashboard_targets(dashboard):
         concrete = substitute(expr, values)
         if not _query(prom_url, concrete):
             empty.append(f"{title}/{ref}")
-    # Best-of-N, capped N, circuit changes and upstream errors do not happen in this run;
-    # every other panel must show data.
+    # Capped N, circuit changes and upstream errors do not happen in this run; every other
+    # panel must show data (the reward score's mean included: it has no _sum series).
     allowed_empty = {
-        "Reward score/A",
-        "Reward score/B",
         "Capped N and early stops/A",
         "Upstream errors by kind/A",
     }

@@ -47,6 +47,9 @@ def _process(argv: list[str], ready_url: str, log: Path, **env: str) -> Iterator
                 proc.wait()
 
 
+PROXY_KEY = "sk-roundtrip"
+
+
 @pytest.mark.parametrize("kind", ["bon", "majority"])
 def test_served_requests_run_the_chosen_prompt(kind: str, tmp_path: Path) -> None:
     table_path = tmp_path / "chat.npz"
@@ -72,6 +75,7 @@ def test_served_requests_run_the_chosen_prompt(kind: str, tmp_path: Path) -> Non
             proxy_url + "/readyz",
             tmp_path / "serve.log",
             IAPO_PORT=str(proxy_port),
+            IAPO_API_KEYS=PROXY_KEY,  # the written proxy.toml reads its keys from here
         ):
             _send(policy, proxy_url, work / "chat-test.jsonl", kind)
         health = httpx.get(sim_url + "/healthz", timeout=5).json()
@@ -83,7 +87,7 @@ def _send(policy: object, proxy_url: str, dataset: Path, kind: str) -> None:
 
     assert isinstance(policy, Policy)
     questions = [json.loads(line)["question"] for line in dataset.read_text().splitlines()]
-    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=PROXY_KEY, max_retries=0)
     served = 0
     with client:
         for tier, choice in policy.tiers.items():

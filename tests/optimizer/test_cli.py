@@ -56,8 +56,8 @@ def test_optimize_replay_writes_a_policy_and_report(
     assert root.tag.endswith("svg")
     text = svg.read_text()
     assert "tier premium" in text
-    assert f"chosen N={policy.tiers['premium'].n}" in text
-    assert "prompt 0" in text  # the N=1 winner is drawn too
+    assert f"at N={policy.tiers['premium'].n}," in text
+    assert 'data-prompt="0"' in text  # the N=1 winner is drawn too
 
 
 def test_optimize_is_reproducible_with_a_seed(tmp_path: Path) -> None:

@@ -66,3 +66,25 @@ def test_normalize_answer_unifies_forms() -> None:
     assert normalize_answer("\\text{ Blue }") == "blue"
     assert normalize_answer("x \\, + 1") == "x+1"
     assert normalize_answer("  ") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ('{"b": 1.0, "a": [1, 2]}', None, '{"a":[1,2],"b":1}'),
+        ('{ "answer": 12.0 }', "answer", "12"),
+        ('Here:\n```json\n{"r": {"items": ["x", "y"]}}\n```', "r.items.1", '"y"'),
+        ('{"answer": 12}', "missing", None),
+        ("not json at all", None, None),
+        ('{"answer": "é"}', "answer", '"é"'),
+    ],
+)
+def test_json_extractor_canonicalises_the_value_at_path(
+    text: str, path: str | None, expected: str | None
+) -> None:
+    assert make_extractor(ExtractorSpec(kind="json", path=path))(text) == expected
+
+
+def test_path_is_only_for_the_json_extractor() -> None:
+    with pytest.raises(ValueError, match="path"):
+        ExtractorSpec(kind="boxed", path="answer")

@@ -70,18 +70,19 @@ async def test_fan_out_without_n_support_uses_per_sample_seeds(tmp_path: Path) -
     async with running_proxy(make_config(tmp_path, supports_n=False), upstream) as (client, _):
         response = await client.post(
             "/v1/chat/completions",
-            json=chat_body(seed=100, temperature=0),
+            json=chat_body(seed=100),
             headers={"X-IAPO-Task": "math", "X-IAPO-Tier": "standard"},
         )
     assert response.status_code == 200, response.text
     assert upstream.sample_ns() == [1, 1, 1, 1]
     assert sorted(r["seed"] for r in upstream.requests) == [100, 101, 102, 103]
-    # temperature 0 would draw N identical samples; the upstream's default is used
+    # no temperature in the policy: the upstream's, applied to every sample and reported
     assert all(r["temperature"] == pytest.approx(0.7) for r in upstream.requests)
+    assert response.headers["x-iapo-temperature"] == "0.7"
     assert response.json()["usage"]["total_tokens"] == 4 * 15
 
 
-async def test_client_n_gets_top_distinct_candidates(tmp_path: Path) -> None:
+async def test_client_n_above_one_is_refused_in_task_mode(tmp_path: Path) -> None:
     upstream = ScriptedUpstream(ANSWERS)
     async with running_proxy(make_config(tmp_path), upstream) as (client, _):
         response = await client.post(
@@ -89,13 +90,9 @@ async def test_client_n_gets_top_distinct_candidates(tmp_path: Path) -> None:
             json=chat_body(n=3),
             headers={"X-IAPO-Task": "math", "X-IAPO-Tier": "premium"},
         )
-    assert response.status_code == 200, response.text
-    contents = [c["message"]["content"] for c in response.json()["choices"]]
-    # 8 samples: 12 x4, 7 x3, one unextractable; distinct answers ranked by votes
-    assert contents[:2] == ["So it is 12.", "I get 7"]
-    assert contents[2] == "no idea"
-    assert [c["index"] for c in response.json()["choices"]] == [0, 1, 2]
-    assert upstream.sample_ns() == [8]
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "n"
+    assert upstream.calls == 0
 
 
 async def test_template_prompt_wraps_the_question(tmp_path: Path) -> None:

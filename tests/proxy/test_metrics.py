@@ -18,6 +18,7 @@ CONTRACT = {
     "iapo_cost": "counter",
     "iapo_vote_agreement": "histogram",
     "iapo_reward_score": "histogram",
+    "iapo_reward_score_signed_sum": "counter",
     "iapo_extraction_failures": "counter",
     "iapo_in_flight_requests": "gauge",
     "iapo_policy_info": "gauge",
@@ -25,6 +26,8 @@ CONTRACT = {
     "iapo_circuit_state": "gauge",
     "iapo_n_capped": "counter",
     "iapo_early_stopped": "counter",
+    "iapo_policy_reloads_rejected": "counter",
+    "iapo_policy_rejected": "gauge",
 }
 
 

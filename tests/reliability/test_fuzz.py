@@ -294,6 +294,13 @@ def test_valid_requests_are_answered(
     if route == "task":
         headers |= {"x-iapo-task": "math", "x-iapo-tier": tier_name}
     response = fuzz_proxy.send(encode(body), headers)
+    refused = _task_mode_refusal(body) if route == "task" else None
+    if refused is not None:
+        # n > 1 and sampling settings other than the policy's (the upstream's 0.7, top_p
+        # unset) are refused in task mode, naming the field; see test_task_fields.py.
+        assert response.status_code == 400, (response.status_code, response.text[:500])
+        assert response.json()["error"]["param"] == refused
+        return
     assert response.status_code == 200, (response.status_code, response.text[:500])
     if body.get("stream") is True:
         assert response.text.rstrip().endswith("data: [DONE]")
@@ -301,3 +308,14 @@ def test_valid_requests_are_answered(
         choices = response.json()["choices"]
         wanted = body.get("n", 1) if route == "passthrough" else 1  # distinct answers
         assert len(choices) >= wanted
+
+
+def _task_mode_refusal(body: dict[str, Any]) -> str | None:
+    """The field task mode refuses in ``body``, in the order the proxy checks them."""
+    if body.get("n", 1) != 1:
+        return "n"
+    if "temperature" in body and abs(body["temperature"] - 0.7) > 1e-9:
+        return "temperature"
+    if "top_p" in body and abs(body["top_p"] - 1.0) > 1e-9:
+        return "top_p"
+    return None

@@ -44,7 +44,33 @@ def test_proxy_config_serves_every_written_task(simulator: Simulator, tmp_path: 
     assert config.tasks[0].policy_file == str(tmp_path / "policies" / "math.json")
     assert config.upstreams[0].base_url == "http://127.0.0.1:4321/v1"
     assert config.upstreams[0].price_per_1k_completion_tokens == 0.01
-    assert config.auth.disabled
+    # what the README's snippet needs: the math-solver alias, keys from IAPO_API_KEYS
+    assert config.tasks[0].aliases == ("math-solver",)
+    assert config.auth.keys_env == "IAPO_API_KEYS"
+    assert not config.auth.disabled
+    assert config.passthrough
+
+
+def test_task_files_are_toml_even_for_text_that_needs_escaping(tmp_path: Path) -> None:
+    import tomllib
+
+    from iapo.simulator.tasks import _dumps
+
+    document = {"task": {"name": "m", "key with space": '𝔸 \\boxed{} "q"\n', "none": None}}
+    assert tomllib.loads(_dumps(document)) == {
+        "task": {"name": "m", "key with space": '𝔸 \\boxed{} "q"\n'}
+    }
+
+
+def test_task_file_early_stop_is_refused_with_where_it_belongs(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    task_file = write_tasks(simulator, tmp_path, "http://h:1")[0].task_file
+    assert "early_stop" not in task_file.read_text()
+    text = task_file.read_text().replace("[task]\n", "[task]\nearly_stop = true\n", 1)
+    task_file.write_text(text)
+    with pytest.raises(ConfigError, match=r"early_stop .*\[\[tasks\]\]"):
+        load_task_file(task_file)
 
 
 def test_priced_usage_equals_the_table_cost(simulator: Simulator, tmp_path: Path) -> None:
