@@ -266,7 +266,10 @@ class TaskCall:
         return self.spec.cost(self.result.prompt_tokens, self.result.completion_tokens)
 
     def finish(self, status: int, latency_s: float, error: ApiError | None = None) -> None:
-        """Count the request in the metrics and queue its request-log row."""
+        """Queue the request's log row and count it in the metrics (the row first: a
+        metric that fails must not take the row with it)."""
+        if self.service.request_log is not None:
+            self.service.request_log.record(record_of(self, status, latency_s, error))
         metrics = self.service.metrics
         task, tier = self.served.name, metrics.tier(self.tier_name)
         strategy = self.choice.strategy
@@ -293,8 +296,6 @@ class TaskCall:
             metrics.extraction_failures.labels(task, tier).inc(self.unextractable)
         if self.score is not None:
             metrics.reward_score.labels(task, tier).observe(self.score)
-        if self.service.request_log is not None:
-            self.service.request_log.record(record_of(self, status, latency_s, error))
 
 
 def _distinct(samples: list[Sample]) -> list[Sample]:

@@ -83,10 +83,16 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RetryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Bounded retries with exponential backoff and full jitter (connect errors, 429, 502-504)."""
+    """Bounded retries with exponential backoff and full jitter (connect errors, 429, 502-504).
+
+    ``max_resends``: how many times one client request may re-send a call the upstream
+    may already have processed (and billed): a connection broken after the request was
+    sent, or a 502/504 from a gateway. Shared by all the calls of a fanned-out request.
+    """
 
     base_delay_s: PositiveFloat = 0.1
     max_delay_s: PositiveFloat = 5.0
+    max_resends: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
 
 
 class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
