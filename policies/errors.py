@@ -19,7 +19,9 @@ serialise to the body the ``openai`` SDK parses.
         ├── AuthenticationFailed    401 authentication_error
         ├── PermissionDenied        403 permission_error
         ├── NotFound                404 not_found_error
+        ├── RequestTimeout          408 the request head did not arrive in time
         ├── RequestTooLarge         413 invalid_request_error
+        ├── HeadersTooLarge         431 invalid_request_error
         ├── RateLimited             429 rate_limit_error (keeps retry-after)
         ├── ClientGone              499 the client went away first (only ever logged)
         ├── UpstreamRejected        4xx the upstream refused the request itself (its status)
@@ -51,6 +53,7 @@ __all__ = [
     "CircuitOpen",
     "ClientGone",
     "ConfigError",
+    "HeadersTooLarge",
     "IapoError",
     "InternalError",
     "InvalidRequest",
@@ -59,6 +62,7 @@ __all__ = [
     "PolicyError",
     "PolicyNotFound",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "SamplingError",
     "ShuttingDown",
@@ -184,6 +188,18 @@ class PermissionDenied(ApiError):
 class NotFound(ApiError):
     status_code = 404
     error_type = "not_found_error"
+
+
+class RequestTimeout(ApiError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class HeadersTooLarge(ApiError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    default_code = "headers_too_large"
 
 
 class RequestTooLarge(ApiError):

@@ -66,6 +66,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: bool = False
     # "lean": plain-HTTP upstreams use proxy.transport.LeanTransport; "httpx": httpx's own.
     upstream_transport: Literal["lean", "httpx"] = "lean"
+    # What a client may make the server hold (proxy.protocol): a larger head is a 431, a
+    # head not in after header_timeout_s a 408, a body silent for body_timeout_s is closed.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 15.0
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -37,6 +37,7 @@ from policies import (
 )
 from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
+from proxy.protocol import guarded_protocol
 from proxy.service import ProxyService
 
 PROXY_KEY = "iapo-test-proxy-key-7d1f0c"
@@ -156,7 +157,7 @@ async def proxy_client(
 
 @contextlib.asynccontextmanager
 async def uvicorn_proxy(
-    config: ProxyConfig, env: dict[str, str] | None = None
+    config: ProxyConfig, env: dict[str, str] | None = None, *, timeout_graceful_shutdown: float = 5
 ) -> AsyncIterator[tuple[str, ProxyService]]:
     """The proxy under a real uvicorn server on 127.0.0.1, in this event loop."""
     app = create_app(config, rng=np.random.default_rng(0), env=env or proxy_env())
@@ -171,8 +172,8 @@ async def uvicorn_proxy(
             log_config=None,
             access_log=False,
             loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=5,
+            http=guarded_protocol(config.server),  # what ``iapo serve`` runs
+            timeout_graceful_shutdown=timeout_graceful_shutdown,
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="test-uvicorn")
