@@ -2,7 +2,8 @@
 
 Bounded concurrency (the upstream's ``max_concurrency``), a per-sample ``seed`` so
 repeated samples differ, timeouts, retries with exponential backoff and jitter on
-429, 5xx and connection errors. Answers are extracted with the task's extractor;
+429, 502-504, timeouts and connection errors; statuses, ``retry-after`` and backoff
+follow :mod:`policies.contract`, as in the proxy. Answers are extracted with the task's extractor;
 Best-of-N tasks get their candidates scored by the reward service. Every sample goes
 to the :class:`~optimizer.cache.SampleCache` before it is used, so an interrupted
 run re-run with the same arguments reads what it already paid for.
@@ -28,15 +29,14 @@ import msgspec
 
 from optimizer.cache import CachedSample, SampleCache
 from optimizer.sampling import SampleBatch
+from policies.contract import backoff_delay, should_retry_status, status_error
 from policies.errors import (
     ApiError,
-    AuthenticationFailed,
-    InvalidRequest,
     RateLimited,
     SamplingError,
-    UpstreamError,
+    UpstreamConnectError,
+    UpstreamDisconnected,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from policies.extract import make_extractor
 from policies.reward import RewardRequest, RewardResponse
@@ -55,23 +55,6 @@ def sample_seed(run_key: str, prompt_id: str, query_id: str, draw: int) -> int:
     """The upstream ``seed`` of one sample: stable across re-runs, distinct per draw."""
     digest = hashlib.sha256(f"{run_key}\x00{prompt_id}\x00{query_id}\x00{draw}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _map_status(response: httpx.Response, what: str) -> ApiError:
-    status = response.status_code
-    detail = response.text[:200]
-    if status == 429:
-        retry = response.headers.get("retry-after")
-        try:
-            after = float(retry) if retry is not None else None
-        except ValueError:
-            after = None
-        return RateLimited(f"{what}: rate limited (429): {detail}", retry_after=after)
-    if status in (401, 403):
-        return AuthenticationFailed(f"{what}: {status}: {detail}", status_code=status)
-    if status >= 500:
-        return UpstreamError(f"{what}: {status}: {detail}")
-    return InvalidRequest(f"{what}: {status}: {detail}", status_code=status)
 
 
 class HttpSampler:
@@ -205,7 +188,7 @@ class HttpSampler:
         }
         if self.upstream.max_tokens is not None:
             body["max_tokens"] = self.upstream.max_tokens
-        data = await self._post(self.upstream.chat_url, body, f"upstream {self.upstream.name!r}")
+        data = await self._post(self.upstream.chat_url, body, self.upstream.name)
         try:
             choices = data["choices"]
             usage = data.get("usage") or {}
@@ -238,7 +221,7 @@ class HttpSampler:
             messages=messages,
             model=reward.model,
         )
-        data = await self._post(reward.url, msgspec.to_builtins(request), "reward service")
+        data = await self._post(reward.url, msgspec.to_builtins(request), "reward")
         try:
             response = msgspec.convert(data, RewardResponse)
         except msgspec.ValidationError as exc:
@@ -251,12 +234,14 @@ class HttpSampler:
         order = [response.objectives.index(o) for o in reward.objectives]
         return [tuple(float(row[i]) for i in order) for row in response.scores]
 
-    async def _post(self, url: str, body: dict[str, Any], what: str) -> Any:
+    async def _post(self, url: str, body: dict[str, Any], name: str) -> Any:
         """POST with retries; returns the decoded JSON or raises SamplingError."""
+        what = f"upstream {name!r}"
         attempts = self.upstream.max_retries + 1
         timeout = httpx.Timeout(self.upstream.timeout_s, connect=self.upstream.connect_timeout_s)
         last: ApiError | None = None
         for attempt in range(attempts):
+            retryable = True
             try:
                 async with self._semaphore:
                     response = await self._client.post(
@@ -264,18 +249,34 @@ class HttpSampler:
                     )
                 if response.status_code == 200:
                     return response.json()
-                last = _map_status(response, what)
+                last = status_error(
+                    name,
+                    response.status_code,
+                    response.text[:200],
+                    retry_after=response.headers.get("retry-after"),
+                )
+                if last is None:  # another 2xx: not the answer the contract asks for
+                    raise SamplingError(f"{what}: answered {response.status_code}, not 200")
+                retryable = should_retry_status(response.status_code)
+            except httpx.ConnectTimeout as exc:
+                last = UpstreamConnectError(f"{what}: connect timed out: {exc!r}")
             except httpx.TimeoutException as exc:
                 last = UpstreamTimeout(f"{what}: timed out: {exc!r}")
+            except httpx.ConnectError as exc:
+                last = UpstreamConnectError(f"{what}: cannot connect: {exc!r}")
             except httpx.TransportError as exc:
-                last = UpstreamUnavailable(f"{what}: cannot connect: {exc!r}")
+                last = UpstreamDisconnected(f"{what}: broke off the response: {exc!r}")
             except ValueError as exc:  # a 200 whose body is not JSON
                 raise SamplingError(f"{what}: response is not JSON: {exc}") from None
-            if not last.should_retry or attempt == attempts - 1:
+            if not retryable or attempt == attempts - 1:
                 break
-            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
-            if isinstance(last, RateLimited) and last.retry_after is not None:
-                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
+            delay = backoff_delay(
+                attempt + 1,
+                base_s=0.5,
+                cap_s=MAX_BACKOFF_S,
+                rng=self._jitter,
+                retry_after=last.retry_after if isinstance(last, RateLimited) else None,
+            )
             logger.info(
                 "%s: %s; retry %d/%d in %.1fs", what, last.message, attempt + 1, attempts - 1, delay
             )
