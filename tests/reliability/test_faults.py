@@ -21,6 +21,8 @@ from tests.reliability.conftest import (
     proxy_client,
 )
 
+# Each test runs over both upstream transports (lean, the default, and httpx).
+BOTH_TRANSPORTS = True
 ECONOMY = {**TASK, "x-iapo-tier": "economy"}
 PREMIUM = {**TASK, "x-iapo-tier": "premium"}
 
