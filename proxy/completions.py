@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -41,6 +41,8 @@ from proxy.tasks import ServedTask
 from proxy.upstream import error_kind
 
 __all__ = ["Answer", "TaskCall", "all_failed"]
+
+E = TypeVar("E", bound=ApiError)
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +92,23 @@ def all_failed(errors: list[ApiError], drawn: int) -> ApiError:
     unavailable = [e for e in errors if isinstance(e, UpstreamUnavailable)]
     if unavailable:
         waits = [e.retry_after for e in unavailable if e.retry_after is not None]
-        return UpstreamUnavailable(
-            message, retry_after=max(waits) if waits else None, code=_shared_code(unavailable)
-        )
+        cls = _shared_class(unavailable, UpstreamUnavailable)
+        return cls(message, retry_after=max(waits) if waits else None)
     if errors and all(isinstance(e, UpstreamTimeout) for e in errors):
         return UpstreamTimeout(message)
-    return UpstreamError(message, code=_shared_code(errors))
+    return _shared_class(errors, UpstreamError)(message)
 
 
-def _shared_code(errors: Sequence[ApiError]) -> str | None:
-    """The code every error has (``circuit_open``, ``bad_response``), kept so clients and
-    the request log can tell an open circuit from a failing upstream; else None."""
-    codes = {e.code for e in errors}
-    return codes.pop() if len(codes) == 1 else None
+def _shared_class(errors: Sequence[ApiError], default: type[E]) -> type[E]:
+    """The class every error has (``CircuitOpen``, ``UpstreamBadResponse``), kept so
+    clients, metrics and the request log can tell an open circuit from a failing
+    upstream; else ``default``."""
+    classes = {type(e) for e in errors}
+    if len(classes) == 1:
+        cls = classes.pop()
+        if issubclass(cls, default):
+            return cls
+    return default
 
 
 class TaskCall:

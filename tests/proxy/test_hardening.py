@@ -19,7 +19,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.request import read_headers
 from proxy.requestlog import RequestLog, RequestRecord
 from proxy.sampling import SamplingResult, draw_samples
-from proxy.transport import LeanTransport, request_bytes, request_prefix
+from proxy.transport import ConnectTimeout, LeanTransport, request_bytes, request_prefix
 from proxy.wire import Completion, CompletionChoice
 from tests.proxy.test_transport import raw_server
 
@@ -143,3 +143,29 @@ def test_usage_out_of_range_is_refused_where_it_enters() -> None:
     for usage in (b'{"prompt_tokens": -10}', b'{"completion_tokens": 9223372036854775808}'):
         with pytest.raises(msgspec.ValidationError, match="usage"):
             decode(b'{"choices": [{}], "usage": ' + usage + b"}")
+
+
+async def test_the_wait_for_a_connection_is_bounded_by_the_connect_timeout() -> None:
+    """An upstream that holds every pooled connection (an overflowing listen queue, a
+    hung server): a further call fails at the connect timeout, not at its deadline."""
+    release = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = LeanTransport(max_connections=1)
+    target = httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions")
+    data = request_bytes(request_prefix("POST", target, {}), b"{}")
+    async with server:
+        stuck = asyncio.ensure_future(transport.exchange(target, data, connect_timeout=5))
+        await asyncio.sleep(0)  # the first call takes the only connection
+        async with asyncio.timeout(5):
+            with pytest.raises(ConnectTimeout, match="no free connection"):
+                await transport.exchange(target, data, connect_timeout=0.05)
+        release.set()
+        with pytest.raises(httpx.RemoteProtocolError):
+            await stuck
+        await transport.aclose()
