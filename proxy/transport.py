@@ -113,15 +113,22 @@ class _Connection(asyncio.Protocol):
         if not self.expecting:
             self._parser_extra = True  # a second message in one read: framing surprise
 
+    # Past a surprise message nothing is recorded: the response it follows stands as is.
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self._parser_extra:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._parser_extra:
+            return
         self.status = int(self._parser.get_status_code())
         if not self.head.done():
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._parser_extra:
+            return
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and self.transport is not None and not self._paused:
@@ -130,6 +137,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._parser_extra:
+            return
         # Read keep-alive now: the parser's answer is only meaningful inside the callback.
         self._keep_alive = bool(self._parser.should_keep_alive())
         self.complete = True

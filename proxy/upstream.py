@@ -497,7 +497,7 @@ class UpstreamClient:
         """Pass-through streaming: an open stream on 2xx, else the raw error response."""
         response = await self._call(content, deadline, stream=True)
         assert isinstance(response, httpx.Response)  # streams always go through httpx
-        if response.status_code >= 300:
+        if not 200 <= response.status_code < 300:
             body = await response.aread()
             await response.aclose()
             if not _may_pass_through(response.status_code):

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from policies import InvalidRequest
+from policies import InvalidRequest, UpstreamError
 from proxy.config import RequestLogConfig, RetryConfig
 from proxy.metrics import ProxyMetrics
 from proxy.request import read_headers
@@ -21,6 +21,7 @@ from proxy.requestlog import RequestLog, RequestRecord
 from proxy.sampling import SamplingResult, draw_samples
 from proxy.transport import ConnectTimeout, LeanTransport, request_bytes, request_prefix
 from proxy.wire import Completion, CompletionChoice
+from tests.proxy.scripted import mock_client
 from tests.proxy.test_transport import raw_server
 
 
@@ -111,8 +112,9 @@ async def test_one_bad_row_does_not_take_its_batch_with_it(tmp_path: Path) -> No
 @pytest.mark.parametrize("same_read", [True, False], ids=["same-read", "later"])
 async def test_stray_bytes_after_a_response_retire_the_connection(same_read: bool) -> None:
     body = b'{"ok":true}'
-    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-    stray = b"HTTP/1.1 200 OK\r\ncontent-le"
+    answer = b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    # a whole second head (its status and headers must not leak into the first answer)
+    stray = b"HTTP/1.1 299 Stray\r\nx-stray: 1\r\ncontent-length: 100\r\n\r\nab"
     served = 0
 
     def reply(request: bytes) -> bytes:
@@ -133,8 +135,9 @@ async def test_stray_bytes_after_a_response_retire_the_connection(same_read: boo
                 pool.idle[0].data_received(stray)
             second = await transport.exchange(target, data)
         await transport.aclose()
-    assert (first.status_code, first.content) == (200, body)
-    assert (second.status_code, second.content) == (200, body)
+    assert (first.status_code, first.content) == (201, body)
+    assert "x-stray" not in first.headers
+    assert (second.status_code, second.content) == (201, body)
     assert len(connections) == 2
 
 
@@ -169,3 +172,13 @@ async def test_the_wait_for_a_connection_is_bounded_by_the_connect_timeout() -> 
         with pytest.raises(httpx.RemoteProtocolError):
             await stuck
         await transport.aclose()
+
+
+@pytest.mark.parametrize("status", [101, 302, 401])
+async def test_a_stream_the_client_must_not_see_is_a_502(status: int) -> None:
+    """Found by the upstream fuzz suite: a 101 opened a pass-through stream."""
+    client = mock_client(lambda request: httpx.Response(status, content=b"{}"))
+    with pytest.raises(UpstreamError) as error:
+        await client.open_stream(b"{}", deadline=asyncio.get_running_loop().time() + 5)
+    assert error.value.status_code == 502
+    assert "'up'" in error.value.message
