@@ -7,12 +7,16 @@ Starts the fault-injecting upstream (``python -m iapo.testing``) and ``iapo serv
 subprocesses on loopback, with the request log in a temporary SQLite file, then runs
 ``--concurrency`` workers, each sending one request after another until the time is up:
 pass-through, a task at N=1, a task at N=8, and streaming (pass-through and task). The
-upstream injects ``--fault-rate`` faults of every kind. Every request carries a trace tag,
-so a 5xx answer is checked against the upstream calls it caused: a 5xx is *justified* when
-one of those calls was an injected fault (or the circuit was open).
+upstream injects ``--fault-rate`` faults of every kind (errors, resets, truncation, hangs
+and stalls, and a bad upstream's: redirects, 401/403, ``retry-after: inf``, negative or
+huge usage, stray bytes after a response). Every request carries a trace tag, so a 5xx
+answer is checked against the upstream calls it caused: a 5xx is *justified* when one of
+those calls was an injected fault (or the circuit was open). Stray bytes after a complete
+answer justify nothing: that answer is good, and the next call must not suffer.
 
 Reports requests sent and answered, errors by class, p50/p99 latency per minute, the
-proxy's RSS over time (growth after warm-up), and request-log rows against answers. Exit
+proxy's RSS over time (growth after warm-up), request-log rows against answers, and
+re-sends of calls the upstream may have processed, per request. Exit
 status 1 when a done-when condition fails (unanswered requests, unjustified 5xx, RSS
 growth ≥ 10% after warm-up, log rows ≠ answers).
 """
@@ -54,6 +58,8 @@ from policies import (
 KINDS = ("passthrough", "n1", "n8", "stream_passthrough", "stream_task")
 CLIENT_SHARD = 16
 TIER_OF = {"n1": "economy", "n8": "premium", "stream_task": "economy"}
+# Upstream faults after which the answer itself is good: they justify no 5xx.
+BENIGN = ("ok", "spike", "extra_bytes")
 
 
 @dataclass
@@ -257,6 +263,8 @@ def scrape(base: str) -> dict[str, dict[str, float]]:
         "iapo_upstream_errors_total": "kind",
         "iapo_requests_total": "status_class",
         "iapo_circuit_state": "upstream",
+        "iapo_upstream_resends_total": "upstream",
+        "iapo_request_log_lost_total": "reason",
     }
     out: dict[str, dict[str, float]] = {name: {} for name in wanted}
     for family in text_string_to_metric_families(text):
@@ -291,7 +299,7 @@ def summarise(
         o
         for o in fives
         if o.code != "circuit_open"
-        and not any(f not in ("ok", "spike") for f in faults_by_tag.get(o.tag, []))
+        and not any(f not in BENIGN for f in faults_by_tag.get(o.tag, []))
     ]
     minutes: dict[int, list[float]] = defaultdict(list)
     for o in answered:
@@ -402,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         report = summarise(outcomes, rss, calls, log_rows(workdir / "requests.sqlite"), warmup)
         report["proxy_exit_code"] = proxy_exit
         report["proxy_metrics"] = proxy_metrics
+        resends = sum(proxy_metrics["iapo_upstream_resends_total"].values())
+        report["upstream_resends"] = resends
+        report["resends_per_request"] = round(resends / max(1, report["answered"]), 5)
+        report["request_log_lost"] = proxy_metrics["iapo_request_log_lost_total"]
         report["config"] = {k: str(v) for k, v in vars(args).items()}
 
     rss_samples = report.pop("rss_samples")

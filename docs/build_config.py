@@ -53,6 +53,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("ServerConfig", "drain_timeout_s"): "On SIGTERM, how long in-flight requests may "
     "finish before the server stops.",
     ("ServerConfig", "access_log"): "Log one line per HTTP request (uvicorn's access log).",
+    ("ServerConfig", "max_header_bytes"): "Largest request head accepted (431 above it).",
+    ("ServerConfig", "header_timeout_s"): "A request head not complete within this is "
+    "answered 408 and closed.",
+    ("ServerConfig", "body_timeout_s"): "A request body silent this long is closed.",
     ("ServerConfig", "upstream_transport"): "`lean`: plain-HTTP upstreams use iapo's "
     "keep-alive pool (`proxy.transport.LeanTransport`); `httpx`: httpx's own transport.",
     # [auth]
@@ -64,6 +68,9 @@ MEANINGS: dict[tuple[str, str], str] = {
     # [retry]
     ("RetryConfig", "base_delay_s"): "First backoff (exponential, full jitter).",
     ("RetryConfig", "max_delay_s"): "Largest backoff between two attempts.",
+    ("RetryConfig", "max_resends"): "How many times one client request may re-send a call "
+    "the upstream may already have processed (a reset after the request was sent, a "
+    "502/504); shared by its N calls.",
     # [breaker]
     ("BreakerConfig", "failure_threshold"): "Consecutive failures that open the circuit.",
     ("BreakerConfig", "cooldown_s"): "How long an open circuit waits before a trial call.",

@@ -2,11 +2,11 @@
 
 The live sampler calls its upstream through one :class:`Poster` and its reward service
 through another (a :class:`~policies.scoring.RewardTransport`): bounded concurrency,
-timeouts, and retries with exponential backoff and jitter on 429, 5xx and connection
-errors (a 429's ``retry-after`` is honoured). Above this module nothing catches httpx
-types.
+timeouts, and retries with exponential backoff and jitter; which statuses are retried, what
+error class each is and how ``retry-after`` is read is :mod:`policies.contract`, the same
+as the proxy's. Above this module nothing catches httpx types.
 
-    poster = Poster("reward service", client, headers=h, timeout=t, max_concurrency=8,
+    poster = Poster("reward", "reward service", client, headers=h, timeout=t, max_concurrency=8,
                     max_retries=2, sleep=asyncio.sleep, jitter=random.Random(0))
     body = await poster.post_json(url, content)
 """
@@ -21,39 +21,21 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 
+from policies.contract import backoff_delay, should_retry_status, status_error
 from policies.errors import (
     ApiError,
-    AuthenticationFailed,
-    InvalidRequest,
     RateLimited,
-    UpstreamError,
+    UpstreamBadResponse,
+    UpstreamConnectError,
+    UpstreamDisconnected,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 
-__all__ = ["MAX_BACKOFF_S", "Poster", "map_status"]
+__all__ = ["MAX_BACKOFF_S", "Poster"]
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
-
-
-def map_status(response: httpx.Response, what: str) -> ApiError:
-    """Our error for a non-200 ``response`` (``what`` names the service in the message)."""
-    status = response.status_code
-    detail = response.text[:200]
-    if status == 429:
-        retry = response.headers.get("retry-after")
-        try:
-            after = float(retry) if retry is not None else None
-        except ValueError:
-            after = None
-        return RateLimited(f"{what}: rate limited (429): {detail}", retry_after=after)
-    if status in (401, 403):
-        return AuthenticationFailed(f"{what}: {status}: {detail}", status_code=status)
-    if status >= 500:
-        return UpstreamError(f"{what}: {status}: {detail}")
-    return InvalidRequest(f"{what}: {status}: {detail}", status_code=status)
 
 
 class Poster:
@@ -66,6 +48,7 @@ class Poster:
 
     def __init__(
         self,
+        name: str,
         what: str,
         client: httpx.AsyncClient,
         *,
@@ -76,7 +59,8 @@ class Poster:
         sleep: Callable[[float], Awaitable[None]],
         jitter: random.Random,
     ) -> None:
-        self.what, self._client, self._headers, self._timeout = what, client, headers, timeout
+        self.name, self.what = name, what
+        self._client, self._headers, self._timeout = client, headers, timeout
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_retries, self._sleep, self._jitter = max_retries, sleep, jitter
 
@@ -88,6 +72,7 @@ class Poster:
         attempts = self._max_retries + 1
         last: ApiError | None = None
         for attempt in range(attempts):
+            retryable = True
             try:
                 async with self._semaphore:
                     response = await self._client.post(
@@ -95,16 +80,34 @@ class Poster:
                     )
                 if response.status_code == 200:
                     return response.content
-                last = map_status(response, self.what)
+                last = status_error(
+                    self.name,
+                    response.status_code,
+                    response.text[:200],
+                    retry_after=response.headers.get("retry-after"),
+                )
+                if last is None:  # another 2xx: not the answer the contract asks for
+                    last = UpstreamBadResponse(
+                        f"{self.what}: answered {response.status_code}, not 200"
+                    )
+                retryable = should_retry_status(response.status_code)
+            except httpx.ConnectTimeout as exc:
+                last = UpstreamConnectError(f"{self.what}: connect timed out: {exc!r}")
             except httpx.TimeoutException as exc:
                 last = UpstreamTimeout(f"{self.what}: timed out: {exc!r}")
+            except httpx.ConnectError as exc:
+                last = UpstreamConnectError(f"{self.what}: cannot connect: {exc!r}")
             except httpx.TransportError as exc:
-                last = UpstreamUnavailable(f"{self.what}: cannot connect: {exc!r}")
-            if not last.should_retry or attempt == attempts - 1:
+                last = UpstreamDisconnected(f"{self.what}: broke off the response: {exc!r}")
+            if not retryable or attempt == attempts - 1:
                 break
-            delay = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + self._jitter.random())
-            if isinstance(last, RateLimited) and last.retry_after is not None:
-                delay = min(MAX_BACKOFF_S, max(delay, last.retry_after))
+            delay = backoff_delay(
+                attempt + 1,
+                base_s=0.5,
+                cap_s=MAX_BACKOFF_S,
+                rng=self._jitter,
+                retry_after=last.retry_after if isinstance(last, RateLimited) else None,
+            )
             if asyncio.get_running_loop().time() + delay >= deadline:
                 break
             logger.info(

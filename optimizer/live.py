@@ -2,7 +2,8 @@
 
 Bounded concurrency (the upstream's ``max_concurrency``), a per-sample ``seed`` so
 repeated samples differ, timeouts, retries with exponential backoff and jitter on
-429, 5xx and connection errors. Answers are extracted with the task's extractor;
+429, 502-504, timeouts and connection errors (statuses, ``retry-after`` and backoff follow
+:mod:`policies.contract`, as in the proxy). Answers are extracted with the task's extractor;
 Best-of-N tasks get their candidates scored by the reward service through
 :class:`policies.scoring.RewardScorer`, the proxy's own client (iapo contract, vLLM
 ``/pooling`` and ``/score``), with the same retries on the reward's own key, timeout
@@ -88,6 +89,7 @@ class HttpSampler:
         if key:
             headers["authorization"] = f"Bearer {key}"
         self._chat = Poster(
+            upstream.name,
             f"upstream {upstream.name!r}",
             client,
             headers=headers,
@@ -107,6 +109,7 @@ class HttpSampler:
             if reward_api_key:
                 reward_headers["authorization"] = f"Bearer {reward_api_key}"
             poster = Poster(
+                "reward",
                 "reward service",
                 client,
                 headers=reward_headers,

@@ -19,23 +19,41 @@ serialise to the body the ``openai`` SDK parses.
         ├── AuthenticationFailed    401 authentication_error
         ├── PermissionDenied        403 permission_error
         ├── NotFound                404 not_found_error
+        ├── RequestTimeout          408 the request head did not arrive in time
         ├── RequestTooLarge         413 invalid_request_error
+        ├── HeadersTooLarge         431 invalid_request_error
         ├── RateLimited             429 rate_limit_error (keeps retry-after)
+        ├── ClientGone              499 the client went away first (only ever logged)
+        ├── UpstreamRejected        4xx the upstream refused the request itself (its status)
         ├── UpstreamError           502 api_error, the upstream failed
-        │   ├── UpstreamTimeout     504 the upstream did not answer in time
-        │   └── UpstreamUnavailable 503 the upstream is down or its circuit is open
+        │   ├── UpstreamBadResponse     502 an answer we cannot use: malformed body,
+        │   │                           out-of-range usage, a 1xx/3xx or unknown status
+        │   ├── UpstreamAuthFailed      502 the upstream refused the proxy's own key (401/403)
+        │   ├── UpstreamDisconnected    502 the connection broke after the request was sent
+        │   ├── UpstreamTimeout         504 the upstream did not answer in time
+        │   └── UpstreamUnavailable     503 the upstream is down, busy or not reached
+        │       ├── UpstreamConnectError    503 no connection (nothing was sent)
+        │       ├── CircuitOpen             503 failing fast: its circuit breaker is open
+        │       └── ShuttingDown            503 stopped at the server's drain bound
         └── InternalError           500 api_error, a bug of ours
+
+Code tells errors apart by type (``isinstance``), never by ``code``: the code is what a
+client reads. :mod:`policies.contract` maps an upstream's status to these classes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 __all__ = [
     "ApiError",
     "AuthenticationFailed",
     "BudgetError",
+    "CircuitOpen",
+    "ClientGone",
     "ConfigError",
+    "HeadersTooLarge",
     "IapoError",
     "InternalError",
     "InvalidRequest",
@@ -44,12 +62,19 @@ __all__ = [
     "PolicyError",
     "PolicyNotFound",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "SamplingError",
+    "ShuttingDown",
     "StoreError",
     "UnknownTask",
     "UnknownTier",
+    "UpstreamAuthFailed",
+    "UpstreamBadResponse",
+    "UpstreamConnectError",
+    "UpstreamDisconnected",
     "UpstreamError",
+    "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -106,7 +131,9 @@ class ApiError(IapoError):
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
-        self.retry_after = retry_after
+        # NaN, infinity or a negative wait would break the retry-after header: none at all.
+        finite = retry_after is not None and math.isfinite(retry_after) and retry_after >= 0
+        self.retry_after = retry_after if finite else None
         if status_code is not None:
             self.status_code = status_code  # type: ignore[misc]
 
@@ -163,6 +190,18 @@ class NotFound(ApiError):
     error_type = "not_found_error"
 
 
+class RequestTimeout(ApiError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class HeadersTooLarge(ApiError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    default_code = "headers_too_large"
+
+
 class RequestTooLarge(ApiError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -175,10 +214,45 @@ class RateLimited(ApiError):
     default_code = "rate_limit_exceeded"
 
 
+class ClientGone(ApiError):
+    """The client disconnected before its answer was ready (logged as 499, never sent)."""
+
+    status_code = 499
+    default_code = "client_closed"
+
+
+class UpstreamRejected(ApiError):
+    """The upstream refused the request itself (context too long, bad parameter): the
+    client sees the upstream's 4xx status and message, not a 5xx."""
+
+    default_code = "upstream_rejected"
+
+
 class UpstreamError(ApiError):
     status_code = 502
     error_type = "api_error"
     default_code = "upstream_error"
+
+
+class UpstreamBadResponse(UpstreamError):
+    """The upstream answered something we cannot use: a malformed or out-of-range body,
+    broken framing, a redirect or a status outside 2xx/4xx/5xx."""
+
+    default_code = "bad_response"
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream refused the proxy's credentials (401/403): a 502, because the
+    client's own key is not at fault."""
+
+    default_code = "upstream_auth"
+
+
+class UpstreamDisconnected(UpstreamError):
+    """The connection broke after the request was sent: the upstream may have processed
+    (and billed) it, so re-sending it is bounded by a retry budget."""
+
+    default_code = "upstream_disconnected"
 
 
 class UpstreamTimeout(UpstreamError):
@@ -189,6 +263,25 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     status_code = 503
     default_code = "upstream_unavailable"
+
+
+class UpstreamConnectError(UpstreamUnavailable):
+    """No connection to the upstream (refused, unreachable, connect timeout): nothing was
+    sent, so a retry is always safe."""
+
+    default_code = "upstream_connect"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """The upstream's circuit is open: failing fast without calling it."""
+
+    default_code = "circuit_open"
+
+
+class ShuttingDown(UpstreamUnavailable):
+    """The server stopped this request at its drain bound; another replica can serve it."""
+
+    default_code = "shutting_down"
 
 
 class InternalError(ApiError):

@@ -19,19 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from policies import UpstreamUnavailable
+from policies import CircuitOpen
 
 __all__ = ["CircuitBreaker", "CircuitOpen", "CircuitState"]
 
 logger = logging.getLogger(__name__)
 
 CircuitState = Literal["closed", "half_open", "open"]
-
-
-class CircuitOpen(UpstreamUnavailable):
-    """The upstream's circuit is open: failing fast without calling it."""
-
-    default_code = "circuit_open"
 
 
 class CircuitBreaker:

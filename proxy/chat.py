@@ -23,7 +23,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
-from policies import ApiError, UpstreamUnavailable
+from policies import ApiError, ClientGone, ShuttingDown
 from proxy.completions import TaskOutcome, account_task, run_task, task_outcome
 from proxy.errors import api_error_response
 from proxy.metrics import PASSTHROUGH, status_class
@@ -52,16 +52,6 @@ _SUMMARY = (
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's code for "the client went away first"; only ever logged
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
-
-
-class ShuttingDown(UpstreamUnavailable):
-    """The server stopped this request at its drain bound; another replica can serve it."""
-
-    default_code = "shutting_down"
 
 
 async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
@@ -93,7 +83,7 @@ async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) 
     except asyncio.CancelledError:
         current.uncancel()
         if gone:
-            raise ClientGone from None
+            raise ClientGone("the client closed the request") from None
         raise ShuttingDown(
             "the proxy is shutting down and could not finish this request in time; retry it",
             retry_after=1,
@@ -143,7 +133,10 @@ class _Accounting:
             self.gauge.dec()
             self.service.leave()
             if report is not None:
-                report(time.perf_counter() - self.started)
+                try:
+                    report(time.perf_counter() - self.started)
+                except Exception:  # accounting must never be what fails a request
+                    logger.exception("could not account for a request")
 
 
 class _UsageView(msgspec.Struct):
@@ -380,4 +373,4 @@ def _stream_task(
 
 def client_gone_response() -> Response[bytes]:
     """What a handler returns for a client that left (nobody reads it)."""
-    return api_error_response(ApiError("client closed the request", status_code=CLIENT_CLOSED))
+    return api_error_response(ClientGone("client closed the request"))

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from typing import TypeVar
 
 import msgspec
 
@@ -42,6 +43,8 @@ from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
 
 __all__ = ["Aggregate", "TaskOutcome", "account_task", "all_failed", "run_task", "task_outcome"]
+
+E = TypeVar("E", bound=ApiError)
 
 logger = logging.getLogger(__name__)
 
@@ -180,19 +183,23 @@ def all_failed(errors: list[ApiError], drawn: int) -> ApiError:
     unavailable = [e for e in errors if isinstance(e, UpstreamUnavailable)]
     if unavailable:
         waits = [e.retry_after for e in unavailable if e.retry_after is not None]
-        return UpstreamUnavailable(
-            message, retry_after=max(waits) if waits else None, code=_shared_code(unavailable)
-        )
+        cls = _shared_class(unavailable, UpstreamUnavailable)
+        return cls(message, retry_after=max(waits) if waits else None)
     if errors and all(isinstance(e, UpstreamTimeout) for e in errors):
         return UpstreamTimeout(message)
-    return UpstreamError(message, code=_shared_code(errors))
+    return _shared_class(errors, UpstreamError)(message)
 
 
-def _shared_code(errors: Sequence[ApiError]) -> str | None:
-    """The code every error has (``circuit_open``, ``bad_response``), kept so clients and
-    the request log can tell an open circuit from a failing upstream; else None."""
-    codes = {e.code for e in errors}
-    return codes.pop() if len(codes) == 1 else None
+def _shared_class(errors: Sequence[ApiError], default: type[E]) -> type[E]:
+    """The class every error has (``CircuitOpen``, ``UpstreamBadResponse``), kept so
+    clients, metrics and the request log can tell an open circuit from a failing
+    upstream; else ``default``."""
+    classes = {type(e) for e in errors}
+    if len(classes) == 1:
+        cls = classes.pop()
+        if issubclass(cls, default):
+            return cls
+    return default
 
 
 async def run_task(
@@ -273,7 +280,11 @@ def _distinct(samples: list[Sample]) -> list[Sample]:
 
 
 def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) -> None:
-    """Count the request in the metrics and queue its request-log row."""
+    """Queue the request's log row and count it in the metrics (the row first: a metric
+    that fails must not take the row with it)."""
+    log = service.request_log
+    if log is not None:
+        log.record(record_of(outcome, latency_s, content=log.log_content))
     plan, metrics = outcome.plan, service.metrics
     task, tier = plan.served.name, metrics.tier(plan.tier_name)
     strategy = plan.choice.strategy
@@ -299,9 +310,6 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
         metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
     if outcome.score is not None:
         metrics.observe_reward(task, tier, outcome.score)
-    log = service.request_log
-    if log is not None:
-        log.record(record_of(outcome, latency_s, content=log.log_content))
 
 
 def record_of(outcome: TaskOutcome, latency_s: float, *, content: bool = False) -> RequestRecord:

@@ -66,6 +66,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: bool = False
     # "lean": plain-HTTP upstreams use proxy.transport.LeanTransport; "httpx": httpx's own.
     upstream_transport: Literal["lean", "httpx"] = "lean"
+    # What a client may make the server hold (proxy.protocol): a larger head is a 431, a
+    # head not in after header_timeout_s a 408, a body silent for body_timeout_s is closed.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 15.0
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -83,10 +88,16 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RetryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Bounded retries with exponential backoff and full jitter (connect errors, 429, 502-504)."""
+    """Bounded retries with exponential backoff and full jitter (connect errors, 429, 502-504).
+
+    ``max_resends``: how many times one client request may re-send a call the upstream
+    may already have processed (and billed): a connection broken after the request was
+    sent, or a 502/504 from a gateway. Shared by all the calls of a fanned-out request.
+    """
 
     base_delay_s: PositiveFloat = 0.1
     max_delay_s: PositiveFloat = 5.0
+    max_resends: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
 
 
 class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

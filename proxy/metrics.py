@@ -225,6 +225,20 @@ class ProxyMetrics:
             tt,
             registry=r,
         )
+        self.upstream_resends = Counter(
+            "iapo_upstream_resends_total",
+            "Calls sent again though the upstream may have processed them (a broken "
+            "response, a 502/504); bounded per request by retry.max_resends.",
+            ("upstream",),
+            registry=r,
+        )
+        self.request_log_lost = Counter(
+            "iapo_request_log_lost_total",
+            "Request-log rows not written: dropped (queue full) or failed (the row "
+            "could not be stored).",
+            ("reason",),
+            registry=r,
+        )
 
     # -- bounded labels -------------------------------------------------------------
 

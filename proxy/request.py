@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DIGITS = re.compile(r"[0-9]+")
+# A deadline header above this (about 11.6 days) means "no lower than the server's".
+MAX_DEADLINE_MS = 10**9
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -131,17 +134,19 @@ def read_headers(task: str | None, tier: str | None, deadline_ms: str | None) ->
     """Validate ``X-IAPO-Task``, ``X-IAPO-Tier`` and ``X-IAPO-Deadline-Ms``."""
     deadline_s: float | None = None
     if deadline_ms is not None:
-        try:
-            value = int(deadline_ms)
-        except ValueError:
-            value = 0
-        if value <= 0:
+        value = deadline_ms.strip()
+        if not _DIGITS.fullmatch(value) or not value.strip("0"):
             raise InvalidRequest(
                 "header X-IAPO-Deadline-Ms must be a positive integer (milliseconds)",
                 param="X-IAPO-Deadline-Ms",
                 code="invalid_header",
             )
-        deadline_s = value / 1000.0
+        # It may only lower the server's deadline: any number of digits is a valid
+        # "later than that", so the value is capped before it becomes a float.
+        digits = value.lstrip("0")
+        deadline_s = MAX_DEADLINE_MS / 1000.0
+        if len(digits) <= len(str(MAX_DEADLINE_MS)):
+            deadline_s = min(int(digits), MAX_DEADLINE_MS) / 1000.0
     return IapoHeaders(
         _name_header(task, "X-IAPO-Task"), _name_header(tier, "X-IAPO-Tier"), deadline_s
     )

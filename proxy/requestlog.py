@@ -4,9 +4,11 @@ A request only appends a :class:`RequestRecord` to an in-memory queue (no I/O, n
 await); a background task writes batches with one ``executemany`` and one commit
 through aiosqlite (WAL, busy timeout). ``close`` flushes what is queued. If the disk
 cannot keep up the queue is bounded and the overflow is dropped and counted, never
-allowed to slow requests down. Message content is stored only if ``log_content``.
+allowed to slow requests down. A batch that fails is written again row by row, so one
+bad row never takes the others with it; a row that cannot be written is counted
+(``iapo_request_log_lost_total``). Message content is stored only if ``log_content``.
 
-    log = await RequestLog.open(config.request_log)
+    log = await RequestLog.open(config.request_log, metrics)
     log.record(RequestRecord(task="math", tier="standard", ...))
     await log.close()
 """
@@ -23,6 +25,7 @@ import msgspec
 
 from policies import open_database
 from proxy.config import RequestLogConfig
+from proxy.metrics import ProxyMetrics
 
 __all__ = ["REQUEST_LOG_MIGRATIONS", "RequestLog", "RequestRecord"]
 
@@ -96,20 +99,34 @@ class RequestRecord(msgspec.Struct, frozen=True, array_like=True):
 class RequestLog:
     """The batched writer; ``record`` never blocks, ``close`` flushes."""
 
-    def __init__(self, db: aiosqlite.Connection, config: RequestLogConfig) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        config: RequestLogConfig,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
         self._db = db
         self.config = config
         self._queue: asyncio.Queue[RequestRecord | None] = asyncio.Queue(config.max_queue)
         self.dropped = 0
+        self.failed = 0
         self.written = 0
+        lost = metrics.request_log_lost if metrics is not None else None
+        self._lost = {r: lost.labels(r) for r in ("dropped", "failed")} if lost else None
         self._task = asyncio.create_task(self._run(), name="iapo-request-log")
 
     @classmethod
-    async def open(cls, config: RequestLogConfig) -> RequestLog:
+    async def open(
+        cls, config: RequestLogConfig, metrics: ProxyMetrics | None = None
+    ) -> RequestLog:
         if config.path is None:
             raise ValueError("request_log.path is not set")
         db = await open_database(config.path, "request_log", REQUEST_LOG_MIGRATIONS)
-        return cls(db, config)
+        return cls(db, config, metrics)
+
+    def _count_lost(self, reason: str, rows: int = 1) -> None:
+        if self._lost is not None:
+            self._lost[reason].inc(rows)
 
     @property
     def log_content(self) -> bool:
@@ -121,6 +138,7 @@ class RequestLog:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             self.dropped += 1
+            self._count_lost("dropped")
             if self.dropped in (1, 100) or self.dropped % 10_000 == 0:
                 logger.error("request log is behind; %d rows dropped so far", self.dropped)
 
@@ -138,14 +156,30 @@ class RequestLog:
         return rows, False
 
     async def _write(self, rows: list[tuple[object, ...]]) -> None:
+        if await self._insert(rows):
+            return
+        # One bad row (a value SQLite cannot store) fails the whole batch: write the rows
+        # one by one so only the bad one is lost.
+        for row in rows:
+            if not await self._insert([row], log=False):
+                self.failed += 1
+                self._count_lost("failed")
+                if self.failed in (1, 100) or self.failed % 10_000 == 0:
+                    logger.error("request log: a row could not be written (%d so far)", self.failed)
+
+    async def _insert(self, rows: list[tuple[object, ...]], *, log: bool = True) -> bool:
+        """Insert and commit ``rows`` as one transaction; False (rolled back) if that failed."""
         try:
             await self._db.executemany(_INSERT, rows)
             await self._db.commit()
-            self.written += len(rows)
         except Exception:
-            logger.exception("request log: could not write %d rows", len(rows))
+            if log:
+                logger.warning("request log: a batch of %d rows failed", len(rows), exc_info=True)
             with contextlib.suppress(Exception):
                 await self._db.rollback()  # no half batch rides along with the next commit
+            return False
+        self.written += len(rows)
+        return True
 
     async def _run(self) -> None:
         while True:
@@ -167,7 +201,12 @@ class RequestLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._db.close()
-        logger.info("request log closed: %d rows written, %d dropped", self.written, self.dropped)
+        logger.info(
+            "request log closed: %d rows written, %d dropped, %d failed",
+            self.written,
+            self.dropped,
+            self.failed,
+        )
 
 
 def now() -> float:

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from policies import ApiError, Extractor, vote_decided
-from proxy.upstream import UpstreamClient
+from proxy.upstream import ResendBudget, UpstreamClient
 from proxy.wire import Completion
 
 __all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
@@ -103,6 +103,8 @@ async def draw_samples(
     pending: dict[asyncio.Task[Completion], int] = {}
 
     requested = 0  # samples asked for so far, top-ups included: the next seed offset
+    # Re-sends of calls the upstream may have processed: bounded per request, not per call.
+    budget = ResendBudget(client.retry.max_resends)
 
     # Without a seed the calls of one size are the same bytes: encode them once (a long
     # conversation fanned out N ways would otherwise be encoded N times).
@@ -120,7 +122,8 @@ async def draw_samples(
         calls = [k] if (supports_n and not top_up) or k == 1 else [1] * k
         for size in calls:
             call_seed = None if seed is None else seed + requested
-            task = asyncio.ensure_future(client.chat(content(size, call_seed), deadline=deadline))
+            call = client.chat(content(size, call_seed), deadline=deadline, budget=budget)
+            task = asyncio.ensure_future(call)
             pending[task] = size
             requested += size
             result.calls += 1
@@ -174,8 +177,10 @@ async def draw_samples(
                 task.cancel()
             # wait, not gather: if this task is cancelled again (a server's cancel scope
             # retries), gather would re-cancel the calls and interrupt httpx while it
-            # closes their connections; a call is cancelled exactly once.
-            await asyncio.wait(pending)
+            # closes their connections; a call is cancelled exactly once. Nothing may be
+            # left to wait for: every call had finished when this request was cancelled.
+            if pending:
+                await asyncio.wait(pending)
     return result
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import uvicorn
 
 from proxy.app import create_app
-from proxy.config import ProxyConfig
+from proxy.config import ProxyConfig, ServerConfig
+from proxy.protocol import guarded_protocol
 
 __all__ = ["ServerThread", "listen_socket", "serve", "uvicorn_config"]
 
@@ -38,7 +39,8 @@ def uvicorn_config(app: Any, config: ProxyConfig, **overrides: Any) -> uvicorn.C
         "port": config.server.port,
         "lifespan": "on",
         "loop": "auto",
-        "http": "auto",
+        # httptools with bounds on header size and slow clients (proxy.protocol)
+        "http": guarded_protocol(config.server),
         "access_log": config.server.access_log,
         "log_config": None,
         # uvicorn annotates an int but waits with asyncio: a float bound works as given.
@@ -101,6 +103,7 @@ class ServerThread:
             "log_config": None,
             "access_log": False,
             "timeout_graceful_shutdown": 5,
+            "http": guarded_protocol(ServerConfig()),
         }
         settings.update(uvicorn_settings)
         self.server = uvicorn.Server(uvicorn.Config(app, **settings))

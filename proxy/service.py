@@ -154,7 +154,7 @@ class ProxyService:
         self.registry = TaskRegistry(self.config, self.metrics, self._store)
         await self.registry.load()
         if self.config.request_log.path is not None:
-            self.request_log = await RequestLog.open(self.config.request_log)
+            self.request_log = await RequestLog.open(self.config.request_log, self.metrics)
         if self.config.tasks:
             self._poller = asyncio.create_task(self._poll(), name="iapo-policy-reload")
         self._idle.set()

@@ -15,15 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httptools
 import httpx
 
-__all__ = ["LeanTransport", "Reply", "request_bytes", "request_prefix"]
+__all__ = [
+    "ConnectTimeout",
+    "LeanTransport",
+    "ReadTimeout",
+    "Reply",
+    "request_bytes",
+    "request_prefix",
+]
 
 _HIGH_WATER = 1 << 20  # pause reading when a consumer falls this far behind
+
+
+# Our own timeouts, subclasses of httpx's so an httpx client on this transport (and the
+# upstream seam, which maps httpx's types) reads them as what they are.
+class ConnectTimeout(httpx.ConnectTimeout):
+    """No connection (a free slot of the pool, then TCP) within the connect timeout."""
+
+
+class ReadTimeout(httpx.ReadTimeout):
+    """The upstream's own timeout passed before its response was complete."""
 
 
 class _Connection(asyncio.Protocol):
@@ -33,12 +50,15 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        # A request is on the wire and its response not complete: bytes are expected.
+        self.expecting = False
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
         loop = asyncio.get_running_loop()
         self.headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
         self.head: asyncio.Future[None] = loop.create_future()
         self.body: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -48,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
+        self._parser_extra = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -55,11 +76,22 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.expecting:
+            # Bytes nobody asked for (after a complete response, or on an idle connection):
+            # the framing is off, and whatever follows on this connection cannot be trusted.
+            self.close()
+            return
         self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed response from upstream: {exc}"))
+            if not self.complete:
+                self._fail(httpx.RemoteProtocolError(f"malformed response from upstream: {exc}"))
+            self.close()
+            return
+        if self._parser_extra:
+            # More came in the same read as the end of the response (a wrong
+            # content-length, a second response): the response stands, the connection goes.
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -77,14 +109,26 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if not self.expecting:
+            self._parser_extra = True  # a second message in one read: framing surprise
+
+    # Past a surprise message nothing is recorded: the response it follows stands as is.
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self._parser_extra:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._parser_extra:
+            return
+        self.status = int(self._parser.get_status_code())
         if not self.head.done():
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._parser_extra:
+            return
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and self.transport is not None and not self._paused:
@@ -93,9 +137,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._parser_extra:
+            return
         # Read keep-alive now: the parser's answer is only meaningful inside the callback.
         self._keep_alive = bool(self._parser.should_keep_alive())
         self.complete = True
+        self.expecting = False
         self._wake()
 
     # -- used by the transport ----------------------------------------------------------
@@ -116,15 +163,12 @@ class _Connection(asyncio.Protocol):
         self._reset()
         if self.closed or self.transport is None or self.transport.is_closing():
             raise httpx.RemoteProtocolError("upstream closed the kept-alive connection")
+        self.expecting = True
         self.transport.write(data)
 
     @property
-    def status(self) -> int:
-        return int(self._parser.get_status_code())
-
-    @property
     def keep_alive(self) -> bool:
-        return self._keep_alive and not self.closed
+        return self._keep_alive and not self.closed and not self._parser_extra
 
     async def next_chunk(self) -> bytes | None:
         """The next body chunk, or None at the end of the body."""
@@ -166,7 +210,7 @@ class _Body(httpx.AsyncByteStream):
                     async with asyncio.timeout(self._timeout):
                         chunk = await conn.next_chunk()
                 except TimeoutError:
-                    raise httpx.ReadTimeout("upstream stalled while sending the body") from None
+                    raise ReadTimeout("upstream stalled while sending the body") from None
                 if chunk is None:
                     break
                 yield chunk
@@ -193,7 +237,15 @@ class _Pool:
         self.slots = asyncio.Semaphore(max_connections)
 
     async def acquire(self, connect_timeout: float | None) -> _Connection:
-        await self.slots.acquire()
+        """A connection: an idle one, else a new one; the wait for a free slot and the
+        TCP connect together are bounded by ``connect_timeout``."""
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"no free connection to {self.host}:{self.port} within {connect_timeout} s"
+            ) from None
         try:
             while self.idle:
                 conn = self.idle.pop()
@@ -205,9 +257,7 @@ class _Pool:
                 async with asyncio.timeout(connect_timeout):
                     _, conn = await loop.create_connection(_Connection, self.host, self.port)
             except TimeoutError:
-                raise httpx.ConnectTimeout(
-                    f"connect to {self.host}:{self.port} timed out"
-                ) from None
+                raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
             except OSError as exc:
                 raise httpx.ConnectError(f"connect to {self.host}:{self.port}: {exc}") from None
             return conn
@@ -306,9 +356,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return pool
 
     async def _open(
-        self, pool: _Pool, data: bytes, connect: float | None, read: float | None
+        self,
+        pool: _Pool,
+        data: bytes,
+        connect: float | None,
+        read: float | None,
+        may_resend: Callable[[], bool] | None = None,
     ) -> _Connection:
-        """Send ``data`` on a pooled connection; return it once the response head is in."""
+        """Send ``data`` on a pooled connection; return it once the response head is in.
+
+        A kept-alive connection that closes before answering anything is most likely one
+        the server had just timed out, but it may have read the request: one fresh
+        connection is tried if ``may_resend()`` allows it (the caller's retry budget).
+        """
         for attempt in (1, 2):
             conn = await pool.acquire(connect)
             try:
@@ -320,12 +380,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         async with asyncio.timeout(read):
                             await conn.head
                     except TimeoutError:
-                        raise httpx.ReadTimeout("upstream did not answer in time") from None
+                        raise ReadTimeout("upstream did not answer in time") from None
             except httpx.RemoteProtocolError:
                 pool.release(conn, reusable=False)
-                # A kept-alive connection the server had just closed: nothing was
-                # processed, so one fresh connection is a safe retry.
-                if attempt == 1 and conn.reused and not conn.received:
+                stale = attempt == 1 and conn.reused and not conn.received
+                if stale and (may_resend is None or may_resend()):
                     continue
                 raise
             except BaseException:
@@ -335,23 +394,35 @@ class LeanTransport(httpx.AsyncBaseTransport):
         raise AssertionError("unreachable")
 
     async def exchange(
-        self, url: httpx.URL, data: bytes, *, connect_timeout: float | None = None
+        self,
+        url: httpx.URL,
+        data: bytes,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        may_resend: Callable[[], bool] | None = None,
     ) -> Reply:
         """Send a whole request (:func:`request_bytes`) to ``url``'s host; read the whole reply.
 
-        No read timeout of its own: the caller bounds the call (``asyncio.timeout_at``).
-        Raises httpx's transport errors, like the httpx path.
+        ``read_timeout`` bounds the call once connected (:class:`ReadTimeout`); ``may_resend``
+        decides whether a stale kept-alive connection may be retried on a fresh one.
+        Raises httpx's transport errors (or their subclasses here), like the httpx path.
         """
         pool = self._pool(url)
-        conn = await self._open(pool, data, connect_timeout, None)
+        conn: _Connection | None = None
         try:
-            chunks = []
-            while (chunk := await conn.next_chunk()) is not None:
-                chunks.append(chunk)
-            reply = Reply(conn.status, conn.headers, b"".join(chunks))
-        except BaseException:
-            pool.release(conn, reusable=False)
+            async with asyncio.timeout(read_timeout):
+                conn = await self._open(pool, data, connect_timeout, None, may_resend)
+                chunks = []
+                while (chunk := await conn.next_chunk()) is not None:
+                    chunks.append(chunk)
+        except BaseException as exc:
+            if conn is not None:
+                pool.release(conn, reusable=False)
+            if isinstance(exc, TimeoutError):
+                raise ReadTimeout("upstream did not answer in time") from None
             raise
+        reply = Reply(conn.status, conn.headers, b"".join(chunks))
         pool.release(conn, reusable=conn.keep_alive)
         return reply
 

@@ -4,7 +4,8 @@ Every call goes through the same seam: the upstream's circuit breaker, its concu
 limit (a semaphore), the request's deadline, and bounded retries with exponential
 backoff and full jitter where a retry is safe (connect errors, 429 within the deadline,
 502/503/504; never once bytes of a stream have reached the client). Above this module
-nothing catches httpx types.
+nothing catches httpx types. Status mapping, ``retry-after`` and backoff are
+:mod:`policies.contract`'s, shared with the optimizer.
 
     client = UpstreamClient.from_spec(spec, http, retry=RetryConfig(), breaker=..., metrics=...)
     completion = await client.chat({"model": ..., "messages": [...], "n": 4}, deadline=t)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -24,23 +26,29 @@ import msgspec
 
 from policies import (
     ApiError,
+    CircuitOpen,
     RateLimited,
+    UpstreamBadResponse,
+    UpstreamConnectError,
+    UpstreamDisconnected,
     UpstreamError,
     UpstreamSpec,
     UpstreamTimeout,
-    UpstreamUnavailable,
+    backoff_delay,
+    parse_retry_after,
+    should_retry_status,
+    status_error,
 )
-from proxy.breaker import CircuitBreaker, CircuitOpen
+from proxy.breaker import CircuitBreaker
 from proxy.config import RetryConfig
 from proxy.metrics import ERROR_KINDS, ProxyMetrics, status_class
 from proxy.transport import LeanTransport, Reply, request_bytes, request_prefix
 from proxy.wire import Completion, RawResponse
 
-__all__ = ["UpstreamClient", "UpstreamStream", "error_kind"]
+__all__ = ["ResendBudget", "UpstreamClient", "UpstreamStream", "error_kind"]
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Headers of an upstream response a pass-through client may rely on.
 _FORWARD_HEADERS = ("content-type", "retry-after", "x-request-id", "x-should-retry")
 _FORWARD_PREFIXES = ("openai-", "x-ratelimit-")
@@ -56,19 +64,14 @@ def _error_headers(response: Response) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in response.headers.items():
         lower = key.lower()
-        if lower in _FORWARD_HEADERS or lower.startswith(_FORWARD_PREFIXES):
+        if lower == "retry-after":
+            # Forwarded only as a wait a client can use (never "inf" or a negative number).
+            seconds = parse_retry_after(value)
+            if seconds is not None:
+                out[lower] = f"{math.ceil(seconds)}"
+        elif lower in _FORWARD_HEADERS or lower.startswith(_FORWARD_PREFIXES):
             out[lower] = value
     return out
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from LLM servers; fall back to backoff
 
 
 def _upstream_message(response: Response) -> str:
@@ -76,8 +79,8 @@ def _upstream_message(response: Response) -> str:
         body = msgspec.json.decode(response.content)
         message = body["error"]["message"]
         if isinstance(message, str):
-            return message
-    except (msgspec.DecodeError, KeyError, TypeError):
+            return message[:300]
+    except (msgspec.DecodeError, KeyError, TypeError, IndexError):
         pass
     return response.text[:300]
 
@@ -92,27 +95,50 @@ def error_kind(exc: BaseException) -> str:
         return "rate_limited"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
-    if isinstance(exc, ApiError) and exc.code == "upstream_connect":
+    if isinstance(exc, UpstreamConnectError):
         return "connect"
-    if isinstance(exc, ApiError) and exc.code == "bad_response":
+    if isinstance(exc, UpstreamBadResponse):
         return "bad_response"
     return "server_error"
 
 
 def _status_error(name: str, response: Response) -> ApiError:
-    status = response.status_code
-    message = f"upstream {name!r} answered {status}: {_upstream_message(response)}"
-    if status == 429:
-        return RateLimited(message, retry_after=_retry_after(response.headers))
-    if status == 503:
-        return UpstreamUnavailable(message, retry_after=_retry_after(response.headers))
-    if status == 504:
-        return UpstreamTimeout(message)
-    if status >= 500:
-        return UpstreamError(message)
-    # The upstream refused the request itself (context too long, bad parameter):
-    # the client should see that status and message, not a 5xx.
-    return ApiError(message, status_code=status, code="upstream_rejected")
+    error = status_error(
+        name,
+        response.status_code,
+        _upstream_message(response),
+        retry_after=response.headers.get("retry-after"),
+    )
+    assert error is not None, "a 2xx is not an error"
+    return error
+
+
+def _may_pass_through(status: int) -> bool:
+    """Whether a pass-through client may see the upstream's own response: 2xx, and the
+    4xx/5xx that are about its request; never a redirect or the upstream refusing our key."""
+    return 200 <= status < 600 and not (300 <= status < 400) and status not in (401, 403)
+
+
+class ResendBudget:
+    """How many times one client request may re-send a call the upstream may already have
+    processed (a reset after the request was sent, a 502/504 from a gateway): each re-send
+    may be billed, so they are bounded per request, not per call.
+
+    ``budget = ResendBudget(2)``; the upstream client calls ``budget.take()`` before each.
+    """
+
+    __slots__ = ("remaining", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.remaining = limit
+        self.used = 0
+
+    def take(self) -> bool:
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        self.used += 1
+        return True
 
 
 class UpstreamClient:
@@ -155,7 +181,9 @@ class UpstreamClient:
         self._targets: dict[str, tuple[httpx.URL, bytes]] = {}
         if lean is not None:
             self._target(url)
-        self._default_timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        connect = min(connect_timeout_s, timeout_s)
+        # pool: the wait for a free connection is part of getting one, bounded alike.
+        self._default_timeout = httpx.Timeout(timeout_s, connect=connect, pool=connect)
         self.max_retries = max_retries
         self.retry = retry
         self.breaker = breaker
@@ -168,6 +196,7 @@ class UpstreamClient:
             c: metrics.upstream_requests.labels(label, c) for c in ("2xx", "4xx", "5xx")
         }
         self._errors = {k: metrics.upstream_errors.labels(label, k) for k in ERROR_KINDS}
+        self._resends = metrics.upstream_resends.labels(label)
 
     @classmethod
     def from_spec(
@@ -210,7 +239,8 @@ class UpstreamClient:
             raise UpstreamTimeout(f"the request deadline passed before calling {self.name!r}")
         if remaining >= self.timeout_s:
             return self._default_timeout
-        return httpx.Timeout(remaining, connect=min(self.connect_timeout_s, remaining))
+        connect = min(self.connect_timeout_s, remaining)
+        return httpx.Timeout(remaining, connect=connect, pool=connect)
 
     def _pick(self) -> int:
         """The least loaded shard."""
@@ -220,7 +250,13 @@ class UpstreamClient:
         return min(range(len(load)), key=load.__getitem__)
 
     async def _attempt(
-        self, content: bytes, deadline: float, *, stream: bool, url: str | None
+        self,
+        content: bytes,
+        deadline: float,
+        *,
+        stream: bool,
+        url: str | None,
+        budget: ResendBudget,
     ) -> Response:
         """One call: breaker, semaphore, transport; errors of ours only (status is not checked)."""
         self.breaker.before_call()
@@ -230,7 +266,7 @@ class UpstreamClient:
                 started = time.perf_counter()
                 try:
                     if self._lean is not None and not stream:
-                        response: Response = await self._exchange(content, deadline, url)
+                        response: Response = await self._exchange(content, deadline, url, budget)
                     else:
                         response = await self._send_httpx(content, deadline, stream, url)
                 except TimeoutError:
@@ -238,21 +274,10 @@ class UpstreamClient:
                     raise UpstreamTimeout(
                         f"upstream {self.name!r} did not answer before the request deadline"
                     ) from None
-                except httpx.TimeoutException as exc:
+                except httpx.HTTPError as exc:
                     verdict = True
                     self.breaker.record_failure()
-                    if isinstance(exc, httpx.ConnectTimeout):
-                        raise UpstreamUnavailable(
-                            f"upstream {self.name!r}: connect timed out", code="upstream_connect"
-                        ) from None
-                    raise UpstreamTimeout(f"upstream {self.name!r} timed out") from None
-                except httpx.TransportError as exc:
-                    verdict = True
-                    self.breaker.record_failure()
-                    raise UpstreamUnavailable(
-                        f"upstream {self.name!r} unreachable: {type(exc).__name__}",
-                        code="upstream_connect",
-                    ) from None
+                    raise self._transport_error(exc) from None
                 self._duration.observe(time.perf_counter() - started)
                 self._requests[status_class(response.status_code)].inc()
                 verdict = True
@@ -265,29 +290,39 @@ class UpstreamClient:
             if not verdict:
                 self.breaker.release()
 
-    async def _exchange(self, content: bytes, deadline: float, url: str | None) -> Reply:
+    def _transport_error(self, exc: httpx.HTTPError) -> ApiError:
+        """Our error for a transport failure: nothing sent (connect), or sent and broken."""
+        name = type(exc).__name__
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            return UpstreamConnectError(
+                f"upstream {self.name!r}: no connection within {self.connect_timeout_s:g} s"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(f"upstream {self.name!r} timed out ({name})")
+        if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+            return UpstreamConnectError(f"upstream {self.name!r} unreachable: {name}")
+        return UpstreamDisconnected(f"upstream {self.name!r} broke off the response: {exc or name}")
+
+    async def _exchange(
+        self, content: bytes, deadline: float, url: str | None, budget: ResendBudget
+    ) -> Reply:
         """A whole call on the lean transport, bounded by the deadline and ``timeout_s``.
 
-        Raises TimeoutError at the request's deadline and httpx.ReadTimeout when the
-        upstream's own timeout comes first (only the latter is the upstream's fault).
+        Raises TimeoutError at the request's deadline and the transport's ReadTimeout when
+        the upstream's own timeout comes first (only the latter is the upstream's fault).
         """
         assert self._lean is not None
         target = self._target(url or self.url)
-        now = asyncio.get_running_loop().time()
-        if deadline <= now:
+        if deadline <= asyncio.get_running_loop().time():
             raise TimeoutError
-        upstream_end = now + self.timeout_s
-        try:
-            async with asyncio.timeout_at(min(deadline, upstream_end)):
-                return await self._lean.exchange(
-                    target[0],
-                    request_bytes(target[1], content),
-                    connect_timeout=min(self.connect_timeout_s, self.timeout_s),
-                )
-        except TimeoutError:
-            if upstream_end < deadline:
-                raise httpx.ReadTimeout(f"upstream {self.name!r} timed out") from None
-            raise
+        async with asyncio.timeout_at(deadline):
+            return await self._lean.exchange(
+                target[0],
+                request_bytes(target[1], content),
+                connect_timeout=min(self.connect_timeout_s, self.timeout_s),
+                read_timeout=self.timeout_s,
+                may_resend=lambda: self._resend(budget),
+            )
 
     def _target(self, url: str) -> tuple[httpx.URL, bytes]:
         """``url`` parsed, and its request bytes up to the body length (built once)."""
@@ -341,95 +376,134 @@ class UpstreamClient:
         """Seconds to wait before retry ``attempt`` (1-based), or None to give up."""
         if attempt > self.max_retries:
             return None
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            delay = error.retry_after
-        else:
-            cap = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
-            delay = self._rng.uniform(0, cap)
+        delay = backoff_delay(
+            attempt,
+            base_s=self.retry.base_delay_s,
+            cap_s=self.retry.max_delay_s,
+            rng=self._rng,
+            retry_after=error.retry_after if isinstance(error, RateLimited) else None,
+        )
         if asyncio.get_running_loop().time() + delay >= deadline:
             return None
         return delay
 
+    def _resend(self, budget: ResendBudget) -> bool:
+        """Whether a call may be sent again though the upstream may have processed it
+        (the request's budget allows it); counts the re-send."""
+        if not budget.take():
+            return False
+        self._resends.inc()
+        return True
+
     async def _call(
-        self, content: bytes, deadline: float, *, stream: bool = False, url: str | None = None
+        self,
+        content: bytes,
+        deadline: float,
+        *,
+        stream: bool = False,
+        url: str | None = None,
+        budget: ResendBudget | None = None,
     ) -> Response:
-        """Call with retries; returns the last response (2xx, or a non-retryable status)."""
+        """Call with retries; returns the last response (2xx, or a status not retried).
+
+        Retried: no connection (nothing was sent), and 429/502/503/504 within
+        ``max_retries`` and the deadline; a call that may have been processed (a broken
+        response, a 502/504 from a gateway) only while ``budget`` allows a re-send.
+        """
+        if budget is None:
+            budget = ResendBudget(self.retry.max_resends)
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await self._attempt(content, deadline, stream=stream, url=url)
+                response = await self._attempt(
+                    content, deadline, stream=stream, url=url, budget=budget
+                )
             except asyncio.CancelledError:
                 self.count_error("cancelled")
                 raise
             except ApiError as exc:
                 self.count_error(error_kind(exc))
-                retryable = exc.code == "upstream_connect"
+                retryable = isinstance(exc, UpstreamConnectError) or (
+                    isinstance(exc, UpstreamDisconnected) and attempt <= self.max_retries
+                )
                 delay = self._backoff(attempt, exc, deadline) if retryable else None
-                if delay is None:
+                if delay is None or (
+                    isinstance(exc, UpstreamDisconnected) and not self._resend(budget)
+                ):
                     raise
                 logger.info("upstream %s: %s; retry %d in %.2fs", self.name, exc, attempt, delay)
                 await asyncio.sleep(delay)
                 continue
-            if response.status_code not in RETRY_STATUSES:
+            status = response.status_code
+            if not should_retry_status(status):
                 return response
             if stream:
                 await response.aread()
             error = _status_error(self.name, response)
             self.count_error(error_kind(error))
             delay = self._backoff(attempt, error, deadline)
-            if delay is None:
+            if delay is None or (status in (502, 504) and not self._resend(budget)):
                 return response
             await response.aclose()
-            logger.info(
-                "upstream %s: %d; retry %d in %.2fs",
-                self.name,
-                response.status_code,
-                attempt,
-                delay,
-            )
+            logger.info("upstream %s: %d; retry %d in %.2fs", self.name, status, attempt, delay)
             await asyncio.sleep(delay)
 
     # -- what the proxy calls ---------------------------------------------------------
 
-    async def chat(self, body: dict[str, Any] | bytes, *, deadline: float) -> Completion:
+    def _bad_response(self, message: str) -> UpstreamBadResponse:
+        self.count_error("bad_response")
+        return UpstreamBadResponse(f"upstream {self.name!r} {message}")
+
+    async def chat(
+        self,
+        body: dict[str, Any] | bytes,
+        *,
+        deadline: float,
+        budget: ResendBudget | None = None,
+    ) -> Completion:
         """A chat completion (``body`` as a dict or already JSON-encoded); raises our
-        ApiError subclasses on any failure."""
+        ApiError subclasses on any failure. ``budget``: the request's re-sends."""
         content = body if isinstance(body, bytes) else msgspec.json.encode(body)
-        response = await self._call(content, deadline)
-        if response.status_code >= 300:
+        response = await self._call(content, deadline, budget=budget)
+        if not 200 <= response.status_code < 300:
             raise _status_error(self.name, response)
         try:
             completion = _decode_completion(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.count_error("bad_response")
-            raise UpstreamError(
-                f"upstream {self.name!r} sent a malformed completion: {exc}", code="bad_response"
-            ) from None
+            raise self._bad_response(f"sent a malformed completion: {exc}") from None
         if not completion.choices:
-            self.count_error("bad_response")
-            raise UpstreamError(f"upstream {self.name!r} sent no choices", code="bad_response")
+            raise self._bad_response("sent no choices")
         return completion
 
     async def post_json(self, url: str, content: bytes, *, deadline: float) -> bytes:
         """POST a JSON body to ``url`` (a reward service) and return the 2xx body."""
         response = await self._call(content, deadline, url=url)
-        if response.status_code >= 300:
+        if not 200 <= response.status_code < 300:
             raise _status_error(self.name, response)
         return response.content
 
     async def forward(self, content: bytes, *, deadline: float) -> RawResponse:
-        """Pass-through: the raw request bytes in, the upstream's status and bytes out."""
+        """Pass-through: the raw request bytes in, the upstream's status and bytes out
+        (a redirect or a refusal of our key is a 502 naming the upstream instead)."""
         response = await self._call(content, deadline)
+        if not _may_pass_through(response.status_code):
+            error = _status_error(self.name, response)
+            self.count_error(error_kind(error))
+            raise error
         return RawResponse(response.status_code, _error_headers(response), response.content)
 
     async def open_stream(self, content: bytes, *, deadline: float) -> UpstreamStream | RawResponse:
         """Pass-through streaming: an open stream on 2xx, else the raw error response."""
         response = await self._call(content, deadline, stream=True)
         assert isinstance(response, httpx.Response)  # streams always go through httpx
-        if response.status_code >= 300:
+        if not 200 <= response.status_code < 300:
             body = await response.aread()
             await response.aclose()
+            if not _may_pass_through(response.status_code):
+                error = _status_error(self.name, response)
+                self.count_error(error_kind(error))
+                raise error
             return RawResponse(response.status_code, _error_headers(response), body)
         return UpstreamStream(self, response)
 

@@ -5,16 +5,22 @@ raw response kept as bytes for faithful pass-through.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["Completion", "CompletionChoice", "RawResponse", "Usage"]
+__all__ = ["MAX_TOKENS", "Completion", "CompletionChoice", "RawResponse", "Usage"]
+
+# The most tokens one upstream call may report. Usage is validated where it enters: a
+# negative or absurd count is a bad upstream response, never a counter that goes
+# backwards or an integer SQLite cannot store (128 samples of this still fit in 63 bits).
+MAX_TOKENS = 1 << 40
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 
 
 class Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
 
 
 class CompletionChoice(msgspec.Struct, frozen=True):

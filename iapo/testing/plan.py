@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "ERROR_STATUSES",
     "FAULT_HELP",
     "FAULT_KINDS",
     "FaultKind",
@@ -45,8 +46,17 @@ FaultKind = Literal[
     "malformed",  # 200 with a body that is not valid JSON (or a bad SSE event)
     "truncate",  # the body / stream is cut off and the connection closed
     "stall",  # streams: some events, then silence until the client gives up
+    "302",  # a redirect without a Location
+    "401",  # the upstream refuses the caller's key
+    "403",
+    "retry_inf",  # 429 with ``retry-after: inf``
+    "usage_negative",  # a normal answer whose usage reports -10 prompt tokens
+    "usage_huge",  # a normal answer whose usage reports 2**63 prompt tokens
+    "extra_bytes",  # a normal answer followed by stray bytes on the kept-alive connection
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+# The statuses ``error_rates`` may inject (each answered with an OpenAI error body).
+ERROR_STATUSES: tuple[int, ...] = (302, 401, 403, 429, 500, 502, 503)
 FAULT_HELP: dict[str, str] = {
     "ok": "a normal answer after the base latency",
     "spike": "a normal answer after a latency spike (--spike-ms)",
@@ -59,6 +69,13 @@ FAULT_HELP: dict[str, str] = {
     "malformed": "200 with a body that is not valid JSON (or a bad SSE event)",
     "truncate": "the body or stream is cut off and the connection closed",
     "stall": "streams: some events, then silence until the client gives up",
+    "302": "a redirect without a Location",
+    "401": "the upstream refuses the caller's key",
+    "403": "the upstream forbids the caller",
+    "retry_inf": "429 with retry-after: inf",
+    "usage_negative": "a normal answer whose usage reports -10 prompt tokens",
+    "usage_huge": "a normal answer whose usage reports 2**63 prompt tokens",
+    "extra_bytes": "a normal answer followed by stray bytes on the kept-alive connection",
 }
 
 
@@ -74,7 +91,7 @@ def parse_fault(name: str) -> FaultKind:
 
 
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-_MARKER = re.compile(r"\[\[fault:([a-z0-9]+)\]\]")
+_MARKER = re.compile(r"\[\[fault:([a-z0-9_]+)\]\]")
 _TAG = re.compile(r"\[\[tag:([A-Za-z0-9_.:-]{1,64})\]\]")
 
 
@@ -91,6 +108,9 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Wire-level oddities of healthy answers: ``fragment_bytes`` writes every response in
     pieces that small; ``pad_bytes`` makes each sample that much longer (large bodies);
     ``close_delimited`` ends JSON bodies by closing the connection (no Content-Length).
+    Misbehaviour a proxy must contain: ``error_rates`` may also hold 302, 401 and 403;
+    ``retry_inf_prob`` (429 with ``retry-after: inf``), ``bad_usage_prob`` (usage of -10 or
+    2**63 tokens, half each) and ``extra_bytes_prob`` (stray bytes after an answer).
     """
 
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
@@ -104,6 +124,9 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     malformed_prob: Probability = 0.0
     truncate_prob: Probability = 0.0
     stall_prob: Probability = 0.0
+    retry_inf_prob: Probability = 0.0
+    bad_usage_prob: Probability = 0.0
+    extra_bytes_prob: Probability = 0.0
     hang_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
     ignore_n: bool = False
     fewer_choices: bool = False
@@ -116,9 +139,11 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     close_delimited: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.error_rates) - {429, 500, 502, 503}
+        unknown = set(self.error_rates) - set(ERROR_STATUSES)
         if unknown:
-            raise ValueError(f"error_rates: statuses must be 429/500/502/503, got {unknown}")
+            raise ValueError(
+                f"error_rates: statuses must be 302/401/403/429/500/502/503, got {unknown}"
+            )
         if sum(self.mix().values()) > 1.0 + 1e-9:
             raise ValueError("fault probabilities add up to more than 1")
         if not self.answers:
@@ -138,19 +163,33 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             malformed=self.malformed_prob,
             truncate=self.truncate_prob,
             stall=self.stall_prob,
+            retry_inf=self.retry_inf_prob,
+            usage_negative=self.bad_usage_prob / 2,
+            usage_huge=self.bad_usage_prob / 2,
+            extra_bytes=self.extra_bytes_prob,
         )
         return {kind: p for kind, p in mix.items() if p > 0}
 
     @classmethod
-    def uniform(cls, rate: float, *, include_hangs: bool = True, **kwargs: object) -> FaultPlan:
+    def uniform(
+        cls,
+        rate: float,
+        *,
+        include_hangs: bool = True,
+        include_bad_upstream: bool = True,
+        **kwargs: object,
+    ) -> FaultPlan:
         """A mix where ``rate`` of requests fail, spread evenly over the fault kinds.
 
         ``include_hangs=False`` leaves out hangs and stalls (which last until the client's
-        deadline) for runs that must not wait on them.
+        deadline) for runs that must not wait on them; ``include_bad_upstream=False`` leaves
+        out redirects, 401/403, ``retry-after: inf``, bad usage and stray bytes.
         """
         kinds = ["429", "500", "502", "503", "reset", "malformed", "truncate", "spike"]
         if include_hangs:
             kinds += ["hang", "stall"]
+        if include_bad_upstream:
+            kinds += ["302", "401", "403", "retry_inf", "bad_usage", "extra_bytes"]
         share = rate / len(kinds)
         rates = {int(k): share for k in kinds if k.isdigit()}
         probs = {f"{k}_prob": share for k in kinds if not k.isdigit()}

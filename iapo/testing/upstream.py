@@ -288,7 +288,10 @@ class FaultUpstream:
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             events = stream_events(request_id, model, answers, prompt_tokens, include_usage)
             return await self._stream(conn, fault, events, choices)
-        full = msgspec.json.encode(completion_body(request_id, model, answers, prompt_tokens))
+        completion = completion_body(request_id, model, answers, prompt_tokens)
+        if fault in ("usage_negative", "usage_huge"):
+            completion["usage"]["prompt_tokens"] = -10 if fault == "usage_negative" else 2**63
+        full = msgspec.json.encode(completion)
         return await self._send_json(conn, fault, full, choices)
 
     async def _reward(self, conn: Connection, request: Request) -> bool:
@@ -331,10 +334,13 @@ class FaultUpstream:
             await conn.wait_peer_closed(plan.hang_s)
             self.stats.disconnected += 1
             return False
-        if fault in ("429", "500", "502", "503"):
-            status = int(fault)
+        if fault.isdigit() or fault == "retry_inf":
+            status = 429 if fault == "retry_inf" else int(fault)
             headers = {"retry-after": f"{plan.retry_after_s:g}"} if status == 429 else {}
-            sent = await conn.respond(status, error_body(status, f"injected {status}"), headers)
+            if fault == "retry_inf":
+                headers["retry-after"] = "inf"
+            body = error_body(status, f"injected {fault}") if status != 302 else b""
+            sent = await conn.respond(status, body, headers)
             self._count_end(sent, 0)
             return sent
         if fault == "reset":
@@ -360,7 +366,16 @@ class FaultUpstream:
                 await conn.wait_peer_closed(plan.hang_s)
             self.stats.disconnected += 1 if conn.peer_closed else 0
             return False
-        sent = await conn.respond(200, full, close_delimited=plan.close_delimited)
+        if fault == "extra_bytes":
+            # In the same write, the head of a second response nobody asked for, promising
+            # a body that never comes, on a connection kept alive.
+            head = conn.head(
+                200, {"content-type": "application/json", "content-length": str(len(full))}
+            )
+            stray = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"
+            sent = await conn.send(head + full + stray)
+        else:
+            sent = await conn.respond(200, full, close_delimited=plan.close_delimited)
         self._count_end(sent, choices)
         return sent and not plan.close_delimited
 

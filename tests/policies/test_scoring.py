@@ -28,6 +28,7 @@ def optimizer_poster(handler: Handler) -> Poster:
         return None
 
     return Poster(
+        "reward",
         "reward service",
         httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         headers={"content-type": "application/json"},

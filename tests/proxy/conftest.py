@@ -7,14 +7,16 @@ AsyncTestClient, lifespan included) with the upstream scripted through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
+import pytest
 from litestar.testing import AsyncTestClient
 
 from policies import (
@@ -28,6 +30,7 @@ from policies import (
 )
 from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
+from proxy.server import ServerThread
 from proxy.service import ProxyService
 
 __all__ = ["SYSTEM_PROMPT", "make_config", "make_policy", "running_proxy"]
@@ -116,6 +119,27 @@ def make_config(
     return parse_config(raw, source="test config", env={})
 
 
+# The transport the proxy reaches upstream ``up`` with in ``running_proxy``; modules that
+# use it run each test over both (see ``pytest_generate_tests``).
+UPSTREAM_TRANSPORTS = ("lean", "httpx")
+_mode = ["lean"]
+
+
+@pytest.fixture(autouse=True)
+def upstream_transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``lean`` (the production default) or ``httpx`` (``server.upstream_transport``)."""
+    _mode[0] = getattr(request, "param", "lean")
+    try:
+        yield _mode[0]
+    finally:
+        _mode[0] = "lean"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "running_proxy" in vars(metafunc.module):
+        metafunc.parametrize("upstream_transport", UPSTREAM_TRANSPORTS, indirect=True)
+
+
 @asynccontextmanager
 async def running_proxy(
     config: ProxyConfig,
@@ -124,13 +148,29 @@ async def running_proxy(
     env: dict[str, str] | None = None,
     transports: dict[str, httpx.AsyncBaseTransport] | None = None,
 ) -> AsyncIterator[tuple[AsyncTestClient[Any], ProxyService]]:
-    """The proxy app served in-process in front of ``upstream`` (an ASGI app)."""
-    transport = httpx.ASGITransport(upstream)
-    all_transports: dict[str, httpx.AsyncBaseTransport] = {"up": transport, "reward": transport}
+    """The proxy app served in-process in front of ``upstream`` (an ASGI app).
+
+    Upstream ``up`` is served on a real socket on 127.0.0.1 and reached through the
+    transport the test is parametrised with (``lean`` or ``httpx``), as in production;
+    the reward service stays in-process.
+    """
+    all_transports: dict[str, httpx.AsyncBaseTransport] = {"reward": httpx.ASGITransport(upstream)}
     all_transports.update(transports or {})
-    app = create_app(config, transports=all_transports, rng=np.random.default_rng(0), env=env or {})
-    async with AsyncTestClient(app, base_url="http://proxy.test") as client:
-        yield client, app.state.service
+    with ServerThread(upstream) as url:
+        server = msgspec.structs.replace(config.server, upstream_transport=_mode[0])
+        upstreams = tuple(
+            msgspec.structs.replace(u, base_url=url + "/v1") if u.name == "up" else u
+            for u in config.upstreams
+        )
+        config = msgspec.structs.replace(config, server=server, upstreams=upstreams)
+        app = create_app(
+            config, transports=all_transports, rng=np.random.default_rng(0), env=env or {}
+        )
+        service: ProxyService = app.state.service
+        async with AsyncTestClient(app, base_url="http://proxy.test") as client:
+            # the transport named is the one in use (LeanTransport is made per upstream)
+            assert ("up" in service.lean) == (_mode[0] == "lean")
+            yield client, service
 
 
 def chat_body(question: str = "What is 6 + 6?", **fields: Any) -> dict[str, Any]:

@@ -85,13 +85,8 @@ class ScriptedUpstream:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         body = b""
         while True:
             message = await receive()
@@ -248,3 +243,15 @@ def mock_client(
         metrics=metrics if metrics is not None else ProxyMetrics(),
         rng=random.Random(0),
     )
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Acknowledge an ASGI lifespan's startup and shutdown (a scripted upstream has no state
+    to set up; uvicorn, which serves it on a real socket, sends both)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -19,6 +19,7 @@ from openai import AsyncOpenAI
 from policies import Policy, RewardSpec, SamplingSettings
 from proxy.taskfields import FIELDS
 from tests.proxy.conftest import SYSTEM_PROMPT, make_config, make_policy, running_proxy
+from tests.proxy.scripted import answer_lifespan
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MESSAGES: Any = [{"role": "user", "content": "What is 6 + 6?"}]
@@ -49,7 +50,9 @@ class FieldUpstream:
         self._counter = itertools.count()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"  # httpx.ASGITransport sends no lifespan
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
         body = b""
         while True:
             message = await receive()

@@ -115,31 +115,50 @@ async def test_hang_up_mid_response_is_a_protocol_error() -> None:
             await client.post(url, content=b"{}")
 
 
-async def test_read_timeout_and_stale_keep_alive_retry() -> None:
+async def test_read_timeout() -> None:
     async with (
         raw_server(ok(), delay_s=0.5) as (url, _),
         httpx.AsyncClient(transport=LeanTransport()) as client,
     ):
         with pytest.raises(httpx.ReadTimeout):
             await client.post(url, content=b"{}", timeout=httpx.Timeout(5, read=0.05))
-    # a server that closes its kept-alive connection: the next call gets a fresh one
-    calls = 0
 
-    def one_per_connection(request: bytes) -> bytes:
-        nonlocal calls
-        calls += 1
-        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-        return head
 
-    async with (
-        raw_server(one_per_connection) as (url, connections),
-        httpx.AsyncClient(transport=LeanTransport()) as client,
-    ):
-        assert (await client.post(url, content=b"1")).text == "ok"
-        await asyncio.sleep(0.05)
-        assert (await client.post(url, content=b"2")).text == "ok"
-    assert calls == 2
-    assert len(connections) == 2
+@pytest.mark.parametrize("budget", [1, 0])
+async def test_stale_keep_alive_retry_asks_the_budget(budget: int) -> None:
+    """A kept-alive connection the server closes on the next request without answering:
+    one fresh connection is tried if the caller's budget allows it, else the error."""
+    requests = 0
+
+    def answer_first_on_each_connection(request: bytes) -> bytes | None:
+        nonlocal requests
+        requests += 1
+        if requests == 2:
+            return None  # read the request, close without a byte of answer
+        return ok()(request)
+
+    asked = 0
+
+    def may_resend() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked <= budget
+
+    transport = LeanTransport()
+    async with raw_server(answer_first_on_each_connection) as (url, connections):
+        target = httpx.URL(url + "/v1/chat/completions")
+        data = request_bytes(request_prefix("POST", target, {}), b"{}")
+        first = await transport.exchange(target, data, may_resend=may_resend)
+        if budget:
+            second = await transport.exchange(target, data, may_resend=may_resend)
+            assert (first.status_code, second.status_code) == (200, 200)
+        else:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await transport.exchange(target, data, may_resend=may_resend)
+        await transport.aclose()
+    assert asked == 1  # the retry line ran, and asked once
+    assert requests == (3 if budget else 2)
+    assert len(connections) == (2 if budget else 1)
 
 
 async def test_https_is_refused() -> None:

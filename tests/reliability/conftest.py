@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,6 +38,7 @@ from policies import (
 )
 from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
+from proxy.protocol import guarded_protocol
 from proxy.service import ProxyService
 
 PROXY_KEY = "iapo-test-proxy-key-7d1f0c"
@@ -66,6 +68,27 @@ def make_policy(
         extractor=ExtractorSpec(kind="boxed"),
         reward=reward,
     )
+
+
+# The transport the proxy reaches the fault upstream with. Modules that set
+# ``BOTH_TRANSPORTS = True`` run each test over both (see ``pytest_generate_tests``).
+UPSTREAM_TRANSPORTS = ("lean", "httpx")
+_mode = ["lean"]
+
+
+@pytest.fixture(autouse=True)
+def upstream_transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``lean`` (the production default) or ``httpx`` (``server.upstream_transport``)."""
+    _mode[0] = getattr(request, "param", "lean")
+    try:
+        yield _mode[0]
+    finally:
+        _mode[0] = "lean"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if getattr(metafunc.module, "BOTH_TRANSPORTS", False):
+        metafunc.parametrize("upstream_transport", UPSTREAM_TRANSPORTS, indirect=True)
 
 
 def make_config(
@@ -98,7 +121,11 @@ def make_config(
         "tasks": [{"name": "math", "policy_file": str(policy_file)}],
         "auth": auth if auth is not None else {"keys_env": "IAPO_TEST_KEYS"},
         "retry": {"base_delay_s": 0.001, "max_delay_s": 0.01},
-        "server": {"keepalive_interval_s": 0.05, "drain_timeout_s": 5},
+        "server": {
+            "keepalive_interval_s": 0.05,
+            "drain_timeout_s": 5,
+            "upstream_transport": _mode[0],
+        },
         "store": {"poll_interval_s": 0.05},
         "request_log": {"path": str(tmp_path / "requests.sqlite"), "flush_interval_s": 0.01},
     }
@@ -156,7 +183,7 @@ async def proxy_client(
 
 @contextlib.asynccontextmanager
 async def uvicorn_proxy(
-    config: ProxyConfig, env: dict[str, str] | None = None
+    config: ProxyConfig, env: dict[str, str] | None = None, *, timeout_graceful_shutdown: float = 5
 ) -> AsyncIterator[tuple[str, ProxyService]]:
     """The proxy under a real uvicorn server on 127.0.0.1, in this event loop."""
     app = create_app(config, rng=np.random.default_rng(0), env=env or proxy_env())
@@ -171,8 +198,8 @@ async def uvicorn_proxy(
             log_config=None,
             access_log=False,
             loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=5,
+            http=guarded_protocol(config.server),  # what ``iapo serve`` runs
+            timeout_graceful_shutdown=timeout_graceful_shutdown,
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="test-uvicorn")

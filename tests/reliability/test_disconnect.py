@@ -206,7 +206,11 @@ async def test_random_disconnects_leave_nothing_behind_and_log_every_request(
     # its request was read was never the proxy's)
     assert len(rows) == entered[0] <= sent, f"seed={seed}: {len(rows)} rows, {entered[0]} taken on"
     for row in rows:
-        assert row["samples_used"] + row["samples_failed"] + row["samples_cancelled"] >= 0
+        # every sample launched is accounted for exactly once: used, failed or cancelled
+        accounted = row["samples_used"] + row["samples_failed"] + row["samples_cancelled"]
+        assert accounted == row["samples_launched"], f"seed={seed}: {row}"
+        if row["status"] == 200:
+            assert row["samples_used"] >= 1, f"seed={seed}: {row}"
         if row["task"] == "math":
             assert row["samples_used"] <= row["samples_launched"], (seed, row)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sqlite3
@@ -176,8 +177,11 @@ async def _label(client: httpx.AsyncClient) -> tuple[int, str, str]:
     ids=["half-written", "garbage", "invalid-n", "wrong-task", "empty"],
 )
 async def test_bad_policy_file_is_rejected_and_the_previous_keeps_serving(
-    tmp_path: Path, corrupt: Callable[[bytes], bytes]
+    tmp_path: Path, corrupt: Callable[[bytes], bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
+    def rejected() -> bool:
+        return any("new policy rejected" in r.getMessage() for r in caplog.records)
+
     async with fault_upstream() as upstream:
         config = make_config(tmp_path, upstream.base_url)
         policy_file = tmp_path / "math.policy.json"
@@ -185,8 +189,11 @@ async def test_bad_policy_file_is_rejected_and_the_previous_keeps_serving(
             status, before, samples = await _label(client)
             assert (status, samples) == (200, "1/1")
             good = encode_policy(make_policy({"economy": 2, "standard": 4, "premium": 8}))
+            caplog.set_level(logging.ERROR, logger="proxy.tasks")
+            assert not rejected()
             policy_file.write_bytes(corrupt(good))  # not atomic, on purpose
-            await asyncio.sleep(0.3)  # several reload polls see the bad file
+            # the reloader read this file and refused it (not merely "not read yet")
+            assert await eventually(rejected), "the bad policy file was never read"
             after_bad = await _label(client)
             save_policy(make_policy({"economy": 2, "standard": 4, "premium": 8}), policy_file)
             for _ in range(100):

@@ -193,7 +193,7 @@ def test_mix_is_seeded_and_near_its_rates(seed: int) -> None:
 def test_plan_rejects_impossible_mixes() -> None:
     with pytest.raises(ValueError, match="more than 1"):
         FaultPlan(reset_prob=0.6, malformed_prob=0.6)
-    with pytest.raises(ValueError, match="429/500/502/503"):
+    with pytest.raises(ValueError, match="302/401/403/429/500/502/503"):
         FaultPlan(error_rates={418: 0.1})
 
 
