@@ -266,12 +266,12 @@ class VoteEstimator(_PairPool):
         for pull in pulls:
             index = self._index(pull)
             votes = self._votes[index]
-            codes, counts = np.unique(pull.codes, return_counts=True)
-            for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            # Pulls are a few samples each: a Python tally beats np.unique's sort.
+            for code in pull.codes.tolist():
                 if code < 0:
-                    self._none[index] += count
+                    self._none[index] += 1
                 else:
-                    votes[code] = votes.get(code, 0) + count
+                    votes[code] = votes.get(code, 0) + 1
 
     def _refresh(self) -> None:
         """Refit the prior and every pair's curve (the prior moves with every sample)."""
