@@ -7,7 +7,7 @@ AsyncTestClient, lifespan included) with the upstream scripted through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
 from proxy.server import ServerThread
 from proxy.service import ProxyService
+from tests.conftest import UPSTREAM_TRANSPORTS, current_upstream_transport
 
 __all__ = ["SYSTEM_PROMPT", "make_config", "make_policy", "running_proxy"]
 
@@ -119,23 +120,8 @@ def make_config(
     return parse_config(raw, source="test config", env={})
 
 
-# The transport the proxy reaches upstream ``up`` with in ``running_proxy``; modules that
-# use it run each test over both (see ``pytest_generate_tests``).
-UPSTREAM_TRANSPORTS = ("lean", "httpx")
-_mode = ["lean"]
-
-
-@pytest.fixture(autouse=True)
-def upstream_transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    """``lean`` (the production default) or ``httpx`` (``server.upstream_transport``)."""
-    _mode[0] = getattr(request, "param", "lean")
-    try:
-        yield _mode[0]
-    finally:
-        _mode[0] = "lean"
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every module here that runs the proxy runs it over both upstream transports.
     if "running_proxy" in vars(metafunc.module):
         metafunc.parametrize("upstream_transport", UPSTREAM_TRANSPORTS, indirect=True)
 
@@ -157,7 +143,9 @@ async def running_proxy(
     all_transports: dict[str, httpx.AsyncBaseTransport] = {"reward": httpx.ASGITransport(upstream)}
     all_transports.update(transports or {})
     with ServerThread(upstream) as url:
-        server = msgspec.structs.replace(config.server, upstream_transport=_mode[0])
+        server = msgspec.structs.replace(
+            config.server, upstream_transport=current_upstream_transport()
+        )
         upstreams = tuple(
             msgspec.structs.replace(u, base_url=url + "/v1") if u.name == "up" else u
             for u in config.upstreams
@@ -169,7 +157,7 @@ async def running_proxy(
         service: ProxyService = app.state.service
         async with AsyncTestClient(app, base_url="http://proxy.test") as client:
             # the transport named is the one in use (LeanTransport is made per upstream)
-            assert ("up" in service.lean) == (_mode[0] == "lean")
+            assert ("up" in service.lean) == (current_upstream_transport() == "lean")
             yield client, service
 
 

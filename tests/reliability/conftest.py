@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -40,6 +39,7 @@ from proxy.app import create_app
 from proxy.config import ProxyConfig, parse_config
 from proxy.protocol import guarded_protocol
 from proxy.service import ProxyService
+from tests.conftest import current_upstream_transport
 
 PROXY_KEY = "iapo-test-proxy-key-7d1f0c"
 AUTH = {"authorization": f"Bearer {PROXY_KEY}"}
@@ -68,27 +68,6 @@ def make_policy(
         extractor=ExtractorSpec(kind="boxed"),
         reward=reward,
     )
-
-
-# The transport the proxy reaches the fault upstream with. Modules that set
-# ``BOTH_TRANSPORTS = True`` run each test over both (see ``pytest_generate_tests``).
-UPSTREAM_TRANSPORTS = ("lean", "httpx")
-_mode = ["lean"]
-
-
-@pytest.fixture(autouse=True)
-def upstream_transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    """``lean`` (the production default) or ``httpx`` (``server.upstream_transport``)."""
-    _mode[0] = getattr(request, "param", "lean")
-    try:
-        yield _mode[0]
-    finally:
-        _mode[0] = "lean"
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if getattr(metafunc.module, "BOTH_TRANSPORTS", False):
-        metafunc.parametrize("upstream_transport", UPSTREAM_TRANSPORTS, indirect=True)
 
 
 def make_config(
@@ -124,7 +103,7 @@ def make_config(
         "server": {
             "keepalive_interval_s": 0.05,
             "drain_timeout_s": 5,
-            "upstream_transport": _mode[0],
+            "upstream_transport": current_upstream_transport(),
         },
         "store": {"poll_interval_s": 0.05},
         "request_log": {"path": str(tmp_path / "requests.sqlite"), "flush_interval_s": 0.01},
