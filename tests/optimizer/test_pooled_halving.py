@@ -239,3 +239,18 @@ async def test_best_of_n_spends_exactly_its_budget_on_small_tables(seed: int) ->
         result = await optimize(task, sampler, budget, rng, run=run)
         assert sampler.samples_drawn == result.spent == budget, (prompts, n_max, budget)
         assert result.policy.tiers["b"].n <= 3
+
+
+def test_plan_says_how_best_of_n_pulls_are_sized() -> None:
+    # 20 prompts, B=1000, 5 rounds: round 1's 200 samples give each prompt two queries
+    # at N=5 (not one pull of 10 on a single query); 4 prompts at B=800 (2 rounds): full
+    # pulls at N_max, three each.
+    rng = np.random.default_rng(0)
+    for prompts, budget, expected in ((20, 1000, (20, 2, 5)), (4, 800, (4, 3, 32))):
+        table = categorical_bon_table(0, prompts=prompts, queries=50)
+        task = replay_task(table, n_max=32)
+        _, plan = make_run(task, ReplaySampler(table, rng), budget, rng)
+        (phase,) = plan.phases
+        assert phase.first_pulls == expected, (prompts, phase.first_pulls)
+        assert "at least 2 queries per prompt a round" in phase.name
+        assert not plan.warnings
