@@ -27,6 +27,7 @@ import msgspec
 from policies import (
     ApiError,
     RateLimited,
+    StopRule,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -43,6 +44,8 @@ from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
 
 __all__ = ["Aggregate", "TaskOutcome", "account_task", "all_failed", "run_task", "task_outcome"]
+
+FULL = StopRule(kind="full")
 
 E = TypeVar("E", bound=ApiError)
 
@@ -213,7 +216,7 @@ async def run_task(
         n=plan.n,
         supports_n=plan.spec.supports_n,
         extractor=plan.fields.extractor if majority else None,
-        early_stop=plan.served.config.early_stop and majority and not plan.fields.tools,
+        stop=plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL,
         deadline=deadline,
         seed=plan.view.seed,
         result=spent,

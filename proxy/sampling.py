@@ -1,15 +1,17 @@
 """Drawing N samples for one request: in parallel, in waves, stopping early when decided.
 
 One upstream call with ``n=k`` where the upstream honours ``n``, else k concurrent
-calls. Without early stopping the first wave is all N. With exact early stopping
-(majority vote only) each wave is the fewest samples that could decide the vote: the
-leader must beat the runner-up even if every sample still to come went to the
-runner-up (``policies.vote_decided``), so the answer is the one the full vote would
-give. Samples are counted as they arrive; once the vote is decided, calls still
-running are cancelled. A failed call costs its samples, the rest still vote.
+calls. Without early stopping (``StopRule(kind="full")``) the first wave is all N. With
+exact early stopping (majority vote only) each wave is the fewest samples that could
+decide the vote: the leader must beat the runner-up even if every sample still to come
+went to the runner-up (``policies.vote_decided``), so the answer is the one the full
+vote would give. Confident stopping (``policies.StopRule``) also stops once the leader
+almost surely wins the full vote, so its waves are at most a quarter of N. Samples are
+counted as they arrive; once the rule says stop, calls still running are cancelled. A
+failed call costs its samples, the rest still vote.
 
-    result = await draw_samples(client, body, n=8, supports_n=True,
-                                extractor=extract, early_stop=True, deadline=t)
+    result = await draw_samples(client, body, n=8, supports_n=True, extractor=extract,
+                                stop=StopRule(kind="exact"), deadline=t)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from policies import ApiError, Extractor, vote_decided
+from policies import ApiError, Extractor, StopKind, StopRule
 from proxy.upstream import ResendBudget, UpstreamClient
 from proxy.wire import Completion
 
@@ -51,9 +53,14 @@ class SamplingResult(msgspec.Struct):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    early_stopped: bool = False
+    stopped: StopKind = "full"
     model: str = ""
     errors: list[ApiError] = msgspec.field(default_factory=list)
+
+    @property
+    def early_stopped(self) -> bool:
+        """Whether the stopping rule left samples undrawn (``stopped`` says which rule)."""
+        return self.stopped != "full"
 
 
 def next_wave(counts: Counter[str], remaining: int) -> int:
@@ -84,7 +91,7 @@ async def draw_samples(
     n: int,
     supports_n: bool,
     extractor: Extractor | None,
-    early_stop: bool,
+    stop: StopRule,
     deadline: float,
     seed: int | None = None,
     result: SamplingResult | None = None,
@@ -92,14 +99,14 @@ async def draw_samples(
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
 
     ``seed``: the client's seed; each call gets ``seed + index of its first sample``
-    so samples differ but a request is reproducible. Early stopping needs an extractor.
+    so samples differ but a request is reproducible. Stopping early needs an extractor.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
     """
     result = result if result is not None else SamplingResult(samples=[])
     counts: Counter[str] = Counter()
-    stopping = early_stop and extractor is not None
+    stopping = stop.stops_early and extractor is not None
     pending: dict[asyncio.Task[Completion], int] = {}
 
     requested = 0  # samples asked for so far, top-ups included: the next seed offset
@@ -146,9 +153,14 @@ async def draw_samples(
             logger.info("upstream %s answered %d of %d choices", client.name, got, size)
         return size - got
 
+    def wave(remaining: int) -> int:
+        size = next_wave(counts, remaining)
+        # Confident stopping may stop long before the vote is decided: smaller waves.
+        return min(size, max(2, n // 4)) if stop.kind == "confident" else size
+
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
-        launch(next_wave(counts, n) if stopping else n)
+        launch(wave(n) if stopping else n)
         while pending:
             # Without early stopping nothing is decided before the last call is in: one
             # wake-up when all are done, not one per call through a busy event loop.
@@ -159,12 +171,13 @@ async def draw_samples(
                     # one by one, so N=8 never silently becomes N=1.
                     launch(short, top_up=True)
             unanswered = n - len(result.samples) - result.failed
-            if stopping and vote_decided(counts, unanswered):
-                result.early_stopped = unanswered > 0
+            if stopping and (reason := stop.reason(counts, unanswered)) is not None:
+                if unanswered > 0:
+                    result.stopped = reason
                 break
             if not pending and result.launched < n:
                 still = n - result.launched
-                launch(next_wave(counts, unanswered) if stopping else still)
+                launch(wave(unanswered) if stopping else still)
     finally:
         if pending:
             # Calls that ended while others were awaited still count, and are billed.
