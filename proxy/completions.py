@@ -38,7 +38,7 @@ from policies import (
 from proxy.metrics import status_class
 from proxy.requestlog import RequestRecord
 from proxy.route import TaskPlan
-from proxy.sampling import Sample, SamplingResult, draw_samples
+from proxy.sampling import Sample, SamplingResult, draw_samples, first_wave_size
 from proxy.service import ProxyService
 from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
@@ -219,6 +219,9 @@ async def run_task(
         stop=plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL,
         deadline=deadline,
         seed=plan.view.seed,
+        first_wave=first_wave_size(
+            plan.n, service.mean_agreement.get((plan.served.name, plan.tier_name))
+        ),
         result=spent,
     )
     if not spent.samples:
@@ -309,6 +312,9 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
             means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
     if outcome.agreement is not None:
         metrics.vote_agreement.labels(task, tier).observe(outcome.agreement)
+        key = (task, plan.tier_name)
+        agreements = service.mean_agreement
+        agreements[key] = 0.9 * agreements.get(key, outcome.agreement) + 0.1 * outcome.agreement
     if outcome.unextractable:
         metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
     if outcome.score is not None:

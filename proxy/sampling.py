@@ -7,8 +7,12 @@ decide the vote: the leader must beat the runner-up even if every sample still t
 went to the runner-up (``policies.vote_decided``), so the answer is the one the full
 vote would give. Confident stopping (``policies.StopRule``) also stops once the leader
 almost surely wins the full vote, so its waves are at most a quarter of N. Samples are
-counted as they arrive; once the rule says stop, calls still running are cancelled. A
-failed call costs its samples, the rest still vote.
+counted as they arrive, and the window slides: as each call returns, more are launched
+if those still in flight could no longer decide the vote alone, so a slow call does not
+hold back the next wave. A first wave sized from the agreement the tier's votes usually
+have (``first_wave_size``) decides most votes in one round trip, the latency of drawing
+all N, at the cost of a few samples. Once the rule says stop, calls still running are
+cancelled. A failed call costs its samples, the rest still vote.
 
     result = await draw_samples(client, body, n=8, supports_n=True, extractor=extract,
                                 stop=StopRule(kind="exact"), deadline=t)
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
 from typing import Any
 
@@ -28,7 +33,7 @@ from policies import ApiError, Extractor, StopKind, StopRule
 from proxy.upstream import ResendBudget, UpstreamClient
 from proxy.wire import Completion
 
-__all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
+__all__ = ["Sample", "SamplingResult", "draw_samples", "first_wave_size", "next_wave"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +81,17 @@ def next_wave(counts: Counter[str], remaining: int) -> int:
     return max(1, min(remaining, needed))
 
 
+def first_wave_size(n: int, agreement: float | None) -> int | None:
+    """A first wave that decides an exact vote in one round trip when the leader gets its
+    usual share ``agreement`` of the votes: it decides after m samples once
+    ``a·m > (1 − a)·m + (n − m)``, i.e. ``m > n / (2a)``; one sample more for noise.
+    None (the minimum wave) without a history or when the leader rarely has a majority.
+    """
+    if agreement is None or agreement <= 0.5:
+        return None
+    return min(n, math.floor(n / (2.0 * agreement)) + 2)
+
+
 def _call_body(body: dict[str, Any], k: int, seed: int | None) -> dict[str, Any]:
     call = dict(body)
     call["n"] = k
@@ -94,12 +110,16 @@ async def draw_samples(
     stop: StopRule,
     deadline: float,
     seed: int | None = None,
+    first_wave: int | None = None,
     result: SamplingResult | None = None,
 ) -> SamplingResult:
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
 
     ``seed``: the client's seed; each call gets ``seed + index of its first sample``
     so samples differ but a request is reproducible. Stopping early needs an extractor.
+    ``first_wave``: exact stopping's first wave is at least this many (``first_wave_size``
+    from the agreement the tier's votes have had), so a vote that agrees as usual is
+    decided in one round trip.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
@@ -160,7 +180,10 @@ async def draw_samples(
 
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
-        launch(wave(n) if stopping else n)
+        opening = wave(n) if stopping else n
+        if stopping and stop.kind == "exact" and first_wave is not None:
+            opening = max(opening, min(first_wave, n))
+        launch(opening)
         while pending:
             # Without early stopping nothing is decided before the last call is in: one
             # wake-up when all are done, not one per call through a busy event loop.
@@ -175,9 +198,14 @@ async def draw_samples(
                 if unanswered > 0:
                     result.stopped = reason
                 break
-            if not pending and result.launched < n:
-                still = n - result.launched
-                launch(wave(unanswered) if stopping else still)
+            if stopping and result.launched < n:
+                # A sliding window: as each call returns, keep enough in flight that the
+                # calls still out could decide the vote, instead of waiting for all of them.
+                missing = wave(unanswered) - sum(pending.values())
+                if missing > 0:
+                    launch(min(missing, n - result.launched))
+            elif not pending and result.launched < n:
+                launch(n - result.launched)
     finally:
         if pending:
             # Calls that ended while others were awaited still count, and are billed.
