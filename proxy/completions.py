@@ -27,6 +27,7 @@ import msgspec
 from policies import (
     ApiError,
     RateLimited,
+    StopKind,
     StopRule,
     UpstreamError,
     UpstreamTimeout,
@@ -89,6 +90,8 @@ class TaskOutcome(msgspec.Struct, frozen=True):
     unranked: str | None = None
     unextractable: int = 0
     error: ApiError | None = None
+    stopped: StopKind = "full"
+    waves: int = 0
 
     @property
     def cost(self) -> float:
@@ -115,6 +118,8 @@ class TaskOutcome(msgspec.Struct, frozen=True):
             headers["x-iapo-unranked"] = self.unranked
         if self.early_stopped:
             headers["x-iapo-early-stopped"] = "true"
+        if self.launched:
+            headers["x-iapo-stopped"] = self.stopped
         return headers
 
     def body(self) -> bytes:
@@ -163,6 +168,8 @@ def task_outcome(
         prompt_tokens=spent.prompt_tokens,
         completion_tokens=spent.completion_tokens,
         early_stopped=spent.early_stopped,
+        stopped=spent.stopped,
+        waves=spent.waves,
         first_text=spent.samples[0].text if spent.samples else None,
         agreement=aggregate.agreement,
         score=aggregate.score,
@@ -306,6 +313,9 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
         metrics.cost.labels(task, tier).inc(outcome.cost)
         if outcome.early_stopped:
             metrics.early_stopped.labels(task, tier).inc()
+            metrics.samples_saved.labels(task, tier).inc(max(0, plan.n - outcome.launched))
+        metrics.vote_stops.labels(task, tier, outcome.stopped).inc()
+        metrics.sampling_waves.labels(task, tier).observe(outcome.waves)
         if outcome.used:
             per_sample = outcome.completion_tokens / outcome.used
             means = service.mean_completion_tokens

@@ -56,6 +56,7 @@ class SamplingResult(msgspec.Struct):
     failed: int = 0
     cancelled: int = 0
     calls: int = 0
+    waves: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stopped: StopKind = "full"
@@ -156,6 +157,7 @@ async def draw_samples(
             result.calls += 1
         if not top_up:
             result.launched += k
+            result.waves += 1
 
     def settle(task: asyncio.Task[Completion]) -> int:
         """Count a finished call's samples and usage, or its failure; returns how many
