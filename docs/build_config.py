@@ -98,9 +98,16 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("TaskConfig", "extractor"): "Override the policy's answer extractor.",
     ("TaskConfig", "reward"): "Override the policy's reward service (it must score the "
     "objectives the policy was optimized on).",
-    ("TaskConfig", "tiers"): "Per-tier caps, tighter than the policy's (`[tasks.tiers.economy]`).",
+    ("TaskConfig", "tiers"): "Per-tier caps, tighter than the policy's, and stopping rules "
+    "(`[tasks.tiers.economy]`).",
     ("TierCaps", "max_n"): "Most samples a request of this tier may draw.",
     ("TierCaps", "max_cost"): "Most estimated cost a request of this tier may spend.",
+    ("TierCaps", "stop"): "When this tier's majority vote stops drawing samples: `full` (all "
+    "N), `exact` (once the vote cannot change), `confident` (also once the leader wins the "
+    "full vote with posterior probability at least 1 − `delta`); default: the task's "
+    "`early_stop`.",
+    ("TierCaps", "delta"): '`stop = "confident"`: the accepted chance, 0 < delta < 0.5, '
+    "that the answer differs from the full N-sample vote's.",
     # extractor (proxy [[tasks]] and task file)
     ("ExtractorSpec", "kind"): "How a sample's answer is read: last number, `\\boxed{}`, "
     "option letter, regex, or JSON.",

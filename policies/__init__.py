@@ -75,6 +75,7 @@ from policies.policy import (
 from policies.reward import RewardRequest, RewardResponse, RewardSpec
 from policies.scoring import RewardScorer, RewardTransport
 from policies.sqlite import apply_migrations, open_database
+from policies.stopping import StopKind, StopRule, leader_win_probability
 from policies.store import (
     POLICY_MIGRATIONS,
     MemoryPolicyStore,
@@ -143,6 +144,8 @@ __all__ = [
     "SamplingSettings",
     "ShuttingDown",
     "SqlitePolicyStore",
+    "StopKind",
+    "StopRule",
     "StoreError",
     "StoredPolicy",
     "Strategy",
@@ -167,6 +170,7 @@ __all__ = [
     "decode_policy",
     "encode_policy",
     "json_answer",
+    "leader_win_probability",
     "library_versions",
     "load_dataset",
     "load_policy",

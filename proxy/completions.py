@@ -27,6 +27,8 @@ import msgspec
 from policies import (
     ApiError,
     RateLimited,
+    StopKind,
+    StopRule,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -37,12 +39,14 @@ from policies import (
 from proxy.metrics import status_class
 from proxy.requestlog import RequestRecord
 from proxy.route import TaskPlan
-from proxy.sampling import Sample, SamplingResult, draw_samples
+from proxy.sampling import Sample, SamplingResult, draw_samples, first_wave_size
 from proxy.service import ProxyService
 from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
 
 __all__ = ["Aggregate", "TaskOutcome", "account_task", "all_failed", "run_task", "task_outcome"]
+
+FULL = StopRule(kind="full")
 
 E = TypeVar("E", bound=ApiError)
 
@@ -86,6 +90,8 @@ class TaskOutcome(msgspec.Struct, frozen=True):
     unranked: str | None = None
     unextractable: int = 0
     error: ApiError | None = None
+    stopped: StopKind = "full"
+    waves: int = 0
 
     @property
     def cost(self) -> float:
@@ -112,6 +118,8 @@ class TaskOutcome(msgspec.Struct, frozen=True):
             headers["x-iapo-unranked"] = self.unranked
         if self.early_stopped:
             headers["x-iapo-early-stopped"] = "true"
+        if self.launched:
+            headers["x-iapo-stopped"] = self.stopped
         return headers
 
     def body(self) -> bytes:
@@ -160,6 +168,8 @@ def task_outcome(
         prompt_tokens=spent.prompt_tokens,
         completion_tokens=spent.completion_tokens,
         early_stopped=spent.early_stopped,
+        stopped=spent.stopped,
+        waves=spent.waves,
         first_text=spent.samples[0].text if spent.samples else None,
         agreement=aggregate.agreement,
         score=aggregate.score,
@@ -213,9 +223,12 @@ async def run_task(
         n=plan.n,
         supports_n=plan.spec.supports_n,
         extractor=plan.fields.extractor if majority else None,
-        early_stop=plan.served.config.early_stop and majority and not plan.fields.tools,
+        stop=plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL,
         deadline=deadline,
         seed=plan.view.seed,
+        first_wave=first_wave_size(
+            plan.n, service.mean_agreement.get((plan.served.name, plan.tier_name))
+        ),
         result=spent,
     )
     if not spent.samples:
@@ -300,12 +313,18 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
         metrics.cost.labels(task, tier).inc(outcome.cost)
         if outcome.early_stopped:
             metrics.early_stopped.labels(task, tier).inc()
+            metrics.samples_saved.labels(task, tier).inc(max(0, plan.n - outcome.launched))
+        metrics.vote_stops.labels(task, tier, outcome.stopped).inc()
+        metrics.sampling_waves.labels(task, tier).observe(outcome.waves)
         if outcome.used:
             per_sample = outcome.completion_tokens / outcome.used
             means = service.mean_completion_tokens
             means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
     if outcome.agreement is not None:
         metrics.vote_agreement.labels(task, tier).observe(outcome.agreement)
+        key = (task, plan.tier_name)
+        agreements = service.mean_agreement
+        agreements[key] = 0.9 * agreements.get(key, outcome.agreement) + 0.1 * outcome.agreement
     if outcome.unextractable:
         metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
     if outcome.score is not None:

@@ -31,7 +31,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from policies import ConfigError, ExtractorSpec, RewardSpec, UpstreamSpec, read_toml
+from policies import (
+    ConfigError,
+    ExtractorSpec,
+    RewardSpec,
+    StopKind,
+    StopRule,
+    UpstreamSpec,
+    read_toml,
+)
 
 __all__ = [
     "AuthConfig",
@@ -125,10 +133,19 @@ class RequestLogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class TierCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Caps on one tier's fan-out, on top of (tighter than) the policy's."""
+    """Caps on one tier's fan-out, on top of (tighter than) the policy's, and when its
+    majority vote stops drawing samples (``stop``; default: the task's ``early_stop``)."""
 
     max_n: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_cost: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    stop: StopKind | None = None
+    delta: float | None = None
+
+    def stop_rule(self, early_stop: bool) -> StopRule:
+        """This tier's stopping rule; ``early_stop``: the task's default."""
+        if self.stop is None:
+            return StopRule(kind="exact" if early_stop else "full")
+        return StopRule(kind=self.stop, delta=self.delta)
 
 
 class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -197,6 +214,14 @@ def _check_references(config: ProxyConfig, source: str) -> None:
         )
     seen: set[str] = set()
     for task in config.tasks:
+        for tier, caps in task.tiers.items():
+            where = f"{source}: tasks[{task.name}].tiers.{tier}"
+            if caps.delta is not None and caps.stop != "confident":
+                raise ConfigError(f'{where}: delta is only read with stop = "confident"')
+            try:
+                caps.stop_rule(task.early_stop)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         if task.upstream is not None and task.upstream not in names:
             raise ConfigError(
                 f"{source}: tasks[{task.name}].upstream {task.upstream!r} is not one of {names}"

@@ -59,6 +59,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     300.0,
 )
 SAMPLE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+WAVE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 16, 32)
 SHARE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SCORE_BUCKETS: tuple[float, ...] = (-10, -5, -2, -1, -0.5, 0, 0.25, 0.5, 0.75, 1, 2, 5, 10)
 
@@ -223,6 +224,26 @@ class ProxyMetrics:
             "iapo_early_stopped_total",
             "Majority votes decided before all N samples were drawn.",
             tt,
+            registry=r,
+        )
+        self.samples_saved = Counter(
+            "iapo_samples_saved_total",
+            "Samples of N not drawn because the stopping rule stopped the vote early.",
+            tt,
+            registry=r,
+        )
+        self.vote_stops = Counter(
+            "iapo_vote_stops_total",
+            "Requests that drew samples, by how they stopped: full (all N), exact (the vote "
+            "could not change) or confident (the leader almost surely wins the full vote).",
+            (*tt, "reason"),
+            registry=r,
+        )
+        self.sampling_waves = Histogram(
+            "iapo_sampling_waves",
+            "Rounds of upstream calls launched for one request (1: all at once).",
+            tt,
+            buckets=WAVE_BUCKETS,
             registry=r,
         )
         self.upstream_resends = Counter(

@@ -1,15 +1,21 @@
 """Drawing N samples for one request: in parallel, in waves, stopping early when decided.
 
 One upstream call with ``n=k`` where the upstream honours ``n``, else k concurrent
-calls. Without early stopping the first wave is all N. With exact early stopping
-(majority vote only) each wave is the fewest samples that could decide the vote: the
-leader must beat the runner-up even if every sample still to come went to the
-runner-up (``policies.vote_decided``), so the answer is the one the full vote would
-give. Samples are counted as they arrive; once the vote is decided, calls still
-running are cancelled. A failed call costs its samples, the rest still vote.
+calls. Without early stopping (``StopRule(kind="full")``) the first wave is all N. With
+exact early stopping (majority vote only) each wave is the fewest samples that could
+decide the vote: the leader must beat the runner-up even if every sample still to come
+went to the runner-up (``policies.vote_decided``), so the answer is the one the full
+vote would give. Confident stopping (``policies.StopRule``) also stops once the leader
+almost surely wins the full vote, so its waves are at most a quarter of N. Samples are
+counted as they arrive, and the window slides: as each call returns, more are launched
+if those still in flight could no longer decide the vote alone, so a slow call does not
+hold back the next wave. A first wave sized from the agreement the tier's votes usually
+have (``first_wave_size``) decides most votes in one round trip, the latency of drawing
+all N, at the cost of a few samples. Once the rule says stop, calls still running are
+cancelled. A failed call costs its samples, the rest still vote.
 
-    result = await draw_samples(client, body, n=8, supports_n=True,
-                                extractor=extract, early_stop=True, deadline=t)
+    result = await draw_samples(client, body, n=8, supports_n=True, extractor=extract,
+                                stop=StopRule(kind="exact"), deadline=t)
 """
 
 from __future__ import annotations
@@ -17,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
 from typing import Any
 
 import msgspec
 
-from policies import ApiError, Extractor, vote_decided
+from policies import ApiError, Extractor, StopKind, StopRule
 from proxy.upstream import ResendBudget, UpstreamClient
 from proxy.wire import Completion
 
-__all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
+__all__ = ["Sample", "SamplingResult", "draw_samples", "first_wave_size", "next_wave"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +56,17 @@ class SamplingResult(msgspec.Struct):
     failed: int = 0
     cancelled: int = 0
     calls: int = 0
+    waves: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    early_stopped: bool = False
+    stopped: StopKind = "full"
     model: str = ""
     errors: list[ApiError] = msgspec.field(default_factory=list)
+
+    @property
+    def early_stopped(self) -> bool:
+        """Whether the stopping rule left samples undrawn (``stopped`` says which rule)."""
+        return self.stopped != "full"
 
 
 def next_wave(counts: Counter[str], remaining: int) -> int:
@@ -67,6 +80,17 @@ def next_wave(counts: Counter[str], remaining: int) -> int:
     second = top[1][1] if len(top) > 1 else 0
     needed = (second + remaining - lead) // 2 + 1
     return max(1, min(remaining, needed))
+
+
+def first_wave_size(n: int, agreement: float | None) -> int | None:
+    """A first wave that decides an exact vote in one round trip when the leader gets its
+    usual share ``agreement`` of the votes: it decides after m samples once
+    ``a·m > (1 − a)·m + (n − m)``, i.e. ``m > n / (2a)``; one sample more for noise.
+    None (the minimum wave) without a history or when the leader rarely has a majority.
+    """
+    if agreement is None or agreement <= 0.5:
+        return None
+    return min(n, math.floor(n / (2.0 * agreement)) + 2)
 
 
 def _call_body(body: dict[str, Any], k: int, seed: int | None) -> dict[str, Any]:
@@ -84,22 +108,26 @@ async def draw_samples(
     n: int,
     supports_n: bool,
     extractor: Extractor | None,
-    early_stop: bool,
+    stop: StopRule,
     deadline: float,
     seed: int | None = None,
+    first_wave: int | None = None,
     result: SamplingResult | None = None,
 ) -> SamplingResult:
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
 
     ``seed``: the client's seed; each call gets ``seed + index of its first sample``
-    so samples differ but a request is reproducible. Early stopping needs an extractor.
+    so samples differ but a request is reproducible. Stopping early needs an extractor.
+    ``first_wave``: exact stopping's first wave is at least this many (``first_wave_size``
+    from the agreement the tier's votes have had), so a vote that agrees as usual is
+    decided in one round trip.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
     """
     result = result if result is not None else SamplingResult(samples=[])
     counts: Counter[str] = Counter()
-    stopping = early_stop and extractor is not None
+    stopping = stop.stops_early and extractor is not None
     pending: dict[asyncio.Task[Completion], int] = {}
 
     requested = 0  # samples asked for so far, top-ups included: the next seed offset
@@ -129,6 +157,7 @@ async def draw_samples(
             result.calls += 1
         if not top_up:
             result.launched += k
+            result.waves += 1
 
     def settle(task: asyncio.Task[Completion]) -> int:
         """Count a finished call's samples and usage, or its failure; returns how many
@@ -146,9 +175,17 @@ async def draw_samples(
             logger.info("upstream %s answered %d of %d choices", client.name, got, size)
         return size - got
 
+    def wave(remaining: int) -> int:
+        size = next_wave(counts, remaining)
+        # Confident stopping may stop long before the vote is decided: smaller waves.
+        return min(size, max(2, n // 4)) if stop.kind == "confident" else size
+
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
-        launch(next_wave(counts, n) if stopping else n)
+        opening = wave(n) if stopping else n
+        if stopping and stop.kind == "exact" and first_wave is not None:
+            opening = max(opening, min(first_wave, n))
+        launch(opening)
         while pending:
             # Without early stopping nothing is decided before the last call is in: one
             # wake-up when all are done, not one per call through a busy event loop.
@@ -159,12 +196,18 @@ async def draw_samples(
                     # one by one, so N=8 never silently becomes N=1.
                     launch(short, top_up=True)
             unanswered = n - len(result.samples) - result.failed
-            if stopping and vote_decided(counts, unanswered):
-                result.early_stopped = unanswered > 0
+            if stopping and (reason := stop.reason(counts, unanswered)) is not None:
+                if unanswered > 0:
+                    result.stopped = reason
                 break
-            if not pending and result.launched < n:
-                still = n - result.launched
-                launch(next_wave(counts, unanswered) if stopping else still)
+            if stopping and result.launched < n:
+                # A sliding window: as each call returns, keep enough in flight that the
+                # calls still out could decide the vote, instead of waiting for all of them.
+                missing = wave(unanswered) - sum(pending.values())
+                if missing > 0:
+                    launch(min(missing, n - result.launched))
+            elif not pending and result.launched < n:
+                launch(n - result.launched)
     finally:
         if pending:
             # Calls that ended while others were awaited still count, and are billed.

@@ -77,6 +77,8 @@ class ProxyService:
         self.in_flight = 0
         # Mean completion tokens per sample by task: the max_cost estimate before sampling.
         self.mean_completion_tokens: dict[str, float] = {}
+        # Mean vote agreement by (task, tier): sizes exact stopping's first wave.
+        self.mean_agreement: dict[tuple[str, str], float] = {}
         self._idle = asyncio.Event()
         self.ready = False
         self.metrics.allow(upstreams=self.specs)

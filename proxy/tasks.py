@@ -26,6 +26,7 @@ from policies import (
     Policy,
     PolicyStore,
     RewardSpec,
+    StopRule,
     Tier,
     TierPolicy,
     UpstreamSpec,
@@ -57,6 +58,7 @@ class ServedTask:
         "revision",
         "reward",
         "stamp",
+        "stops",
         "tiers",
         "upstream",
     )
@@ -91,6 +93,10 @@ class ServedTask:
         self.tiers: dict[str, tuple[TierPolicy, Tier]] = {
             name: (choice, _capped(choice.tier(name), config.tiers.get(name)))
             for name, choice in policy.tiers.items()
+        }
+        self.stops: dict[str, StopRule] = {
+            name: config.tiers.get(name, TierCaps()).stop_rule(config.early_stop)
+            for name in policy.tiers
         }
 
     @property

@@ -296,6 +296,46 @@ def _panels() -> list[Panel]:
         w=8,
     )
 
+    lay.row("Early stopping")
+    saved = rate("iapo_samples_saved_total")
+    lay.add(
+        timeseries(
+            "Samples saved",
+            "Share of the policy's N not drawn because the vote stopped early: saved / "
+            "(saved + drawn).",
+            [target(ratio(saved, f"({saved}\n+\n{rate('iapo_samples_total')})"))],
+            "percentunit",
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Stop reason",
+            "Requests per second by how their sampling stopped: full (all N), exact (the "
+            "vote could not change), confident (the leader almost surely wins).",
+            [
+                target(
+                    rate("iapo_vote_stops_total", by=f"{BY}, reason"),
+                    f"{{{{reason}}}} {LEGEND}",
+                )
+            ],
+            "reqps",
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Waves per request",
+            "Rounds of upstream calls per request: each round after the first is one more "
+            "upstream round trip of latency.",
+            [
+                target(mean("iapo_sampling_waves"), f"mean {LEGEND}", "A"),
+                target(quantile(0.95, "iapo_sampling_waves"), f"p95 {LEGEND}", "B"),
+            ],
+        ),
+        w=8,
+    )
+
     lay.row("Tokens and cost")
     tokens = f"{rate('iapo_prompt_tokens_total')}\n+\n{rate('iapo_completion_tokens_total')}"
     lay.add(

@@ -41,6 +41,9 @@ CONTRACT_FAMILIES = (
     "iapo_circuit_state",
     "iapo_n_capped_total",
     "iapo_early_stopped_total",
+    "iapo_samples_saved_total",
+    "iapo_vote_stops_total",
+    "iapo_sampling_waves",
 )
 
 

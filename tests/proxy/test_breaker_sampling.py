@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from policies import ExtractorSpec, majority_vote, make_extractor
+from policies import ExtractorSpec, StopRule, majority_vote, make_extractor
 from proxy.breaker import CircuitBreaker, CircuitOpen
 from proxy.metrics import ProxyMetrics
 from proxy.sampling import draw_samples, next_wave
@@ -112,13 +112,32 @@ async def test_exact_early_stop_draws_waves_and_stops_when_decided() -> None:
         n=8,
         supports_n=True,
         extractor=extract,
-        early_stop=True,
+        stop=StopRule(kind="exact"),
         deadline=deadline(),
     )
     # 5 unanimous votes of 8 decide: one wave with n=5, nothing more
     assert [b["n"] for b in seen] == [5]
     assert result.launched == 5
     assert result.early_stopped
+
+
+async def test_confident_stop_draws_smaller_waves_and_says_why_it_stopped() -> None:
+    client, seen = scripted_client(["12"], supports_n=True)
+    extract = make_extractor(ExtractorSpec())
+    result = await draw_samples(
+        client,
+        {"messages": []},
+        n=32,
+        supports_n=True,
+        extractor=extract,
+        stop=StopRule(kind="confident", delta=0.05),
+        deadline=deadline(),
+    )
+    # exact stopping needs 17 unanimous votes of 32; waves of at most N/4 stop far sooner
+    assert all(b["n"] <= 8 for b in seen)
+    assert result.launched < 17
+    assert result.stopped == "confident"
+    assert result.launched == len(result.samples) + result.failed + result.cancelled
 
 
 async def test_early_stop_gives_the_full_votes_answer(seed: int) -> None:
@@ -134,7 +153,7 @@ async def test_early_stop_gives_the_full_votes_answer(seed: int) -> None:
             n=8,
             supports_n=False,
             extractor=extract,
-            early_stop=False,
+            stop=StopRule(kind="full"),
             deadline=deadline(),
         )
         stopped = await draw_samples(
@@ -143,7 +162,7 @@ async def test_early_stop_gives_the_full_votes_answer(seed: int) -> None:
             n=8,
             supports_n=True,
             extractor=extract,
-            early_stop=True,
+            stop=StopRule(kind="exact"),
             deadline=deadline(),
         )
         full_vote = majority_vote([s.answer for s in full.samples], np.random.default_rng(0))
@@ -156,7 +175,13 @@ async def test_early_stop_gives_the_full_votes_answer(seed: int) -> None:
 async def test_failed_calls_do_not_vote_and_the_rest_are_kept() -> None:
     client, seen = scripted_client(["7"], supports_n=False, fail_on={1, 3})
     result = await draw_samples(
-        client, {}, n=4, supports_n=False, extractor=None, early_stop=False, deadline=deadline()
+        client,
+        {},
+        n=4,
+        supports_n=False,
+        extractor=None,
+        stop=StopRule(kind="full"),
+        deadline=deadline(),
     )
     assert len(seen) == 4
     assert len(result.samples) == 2

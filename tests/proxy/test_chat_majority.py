@@ -143,3 +143,27 @@ async def test_streamed_task_without_usage_and_a_failed_stream_ends_in_an_error(
     last = failed.text.strip().splitlines()[-1]
     assert last.startswith('data: {"error":')
     assert '"code":"upstream_error"' in last
+
+
+async def test_stopping_rules_per_tier_say_how_they_stopped(tmp_path: Path) -> None:
+    # premium (N=8) stops confidently, standard (N=4) exactly, economy (N=1) draws its one
+    upstream = ScriptedUpstream(["12"])
+    task = {"early_stop": True, "tiers": {"premium": {"stop": "confident", "delta": 0.05}}}
+    async with running_proxy(make_config(tmp_path, task=task), upstream) as (client, _):
+        stopped = {}
+        for tier in ("economy", "standard", "premium"):
+            response = await client.post(
+                "/v1/chat/completions",
+                json=chat_body(),
+                headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
+            )
+            assert response.status_code == 200, response.text
+            stopped[tier] = response.headers["x-iapo-stopped"]
+        text = (await client.get("/metrics")).text
+    assert stopped == {"economy": "full", "standard": "exact", "premium": "confident"}
+    drawn = int(response.headers["x-iapo-samples"].split("/")[1])
+    assert drawn < 8
+    assert f'iapo_samples_saved_total{{task="math",tier="premium"}} {8 - drawn}.0' in text
+    for tier, reason in stopped.items():
+        assert f'iapo_vote_stops_total{{reason="{reason}",task="math",tier="{tier}"}} 1.0' in text
+    assert 'iapo_sampling_waves_count{task="math",tier="premium"} 1.0' in text

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from policies import ConfigError
-from proxy.config import load_config, parse_config
+from policies import ConfigError, StopRule
+from proxy.config import TierCaps, load_config, parse_config
 
 UPSTREAM = {"name": "up", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}
 
@@ -98,3 +98,35 @@ def test_deploy_configs_parse() -> None:
         if path.exists():
             config = load_config(path, env={})
             assert config.auth.keys_env == "IAPO_API_KEYS"
+
+
+def tier_config(**tier: Any) -> dict[str, Any]:
+    task = {"name": "t", "policy_file": "p.json", "tiers": {"economy": tier}}
+    return raw(tasks=[task])
+
+
+@pytest.mark.parametrize(
+    ("tier", "message"),
+    [
+        (
+            {"stop": "confident"},
+            r"tasks\[t\].tiers.economy: confident stopping needs 0 < delta < 0.5 .* got None",
+        ),
+        ({"stop": "confident", "delta": 0.0}, r"0 < delta < 0.5 .* got 0.0"),
+        ({"stop": "confident", "delta": 0.7}, r"0 < delta < 0.5 .* got 0.7"),
+        ({"stop": "exact", "delta": 0.05}, r'delta is only read with stop = "confident"'),
+        ({"delta": 0.05}, r'delta is only read with stop = "confident"'),
+        ({"stop": "sometimes"}, r"Invalid enum value 'sometimes' - at .*\.stop"),
+    ],
+)
+def test_a_bad_stopping_rule_is_refused_at_load(tier: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tier_config(**tier), env={"IAPO_STORE": "s.sqlite"})
+
+
+def test_a_tier_stopping_rule_overrides_the_tasks_early_stop() -> None:
+    config = parse_config(tier_config(stop="confident", delta=0.05), env={"IAPO_STORE": "s.sqlite"})
+    caps = config.tasks[0].tiers["economy"]
+    assert caps.stop_rule(early_stop=False) == StopRule(kind="confident", delta=0.05)
+    assert TierCaps().stop_rule(early_stop=True) == StopRule(kind="exact")
+    assert TierCaps().stop_rule(early_stop=False) == StopRule(kind="full")

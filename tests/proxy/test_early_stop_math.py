@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from policies import ExtractorSpec, majority_vote, make_extractor
+from policies import ExtractorSpec, StopRule, majority_vote, make_extractor
 from proxy.sampling import draw_samples
 from proxy.upstream import UpstreamClient
 from tests.proxy.scripted import mock_client
@@ -59,7 +59,7 @@ async def test_early_stop_is_exact_and_saves_samples_on_math(seed: int, n: int) 
             n=n,
             supports_n=True,
             extractor=extract,
-            early_stop=True,
+            stop=StopRule(kind="exact"),
             deadline=deadline,
         )
         stopped = majority_vote([s.answer for s in result.samples], np.random.default_rng(0))

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from policies import InvalidRequest, UpstreamError
+from policies import InvalidRequest, StopRule, UpstreamError
 from proxy.config import RequestLogConfig, RetryConfig
 from proxy.metrics import ProxyMetrics
 from proxy.request import read_headers
@@ -73,7 +73,7 @@ async def test_cancelled_after_every_call_finished_is_a_clean_cancel() -> None:
             n=2,
             supports_n=False,
             extractor=None,
-            early_stop=False,
+            stop=StopRule(kind="full"),
             deadline=deadline,
             result=result,
         )

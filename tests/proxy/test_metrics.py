@@ -26,6 +26,9 @@ CONTRACT = {
     "iapo_circuit_state": "gauge",
     "iapo_n_capped": "counter",
     "iapo_early_stopped": "counter",
+    "iapo_samples_saved": "counter",
+    "iapo_vote_stops": "counter",
+    "iapo_sampling_waves": "histogram",
     "iapo_policy_reloads_rejected": "counter",
     "iapo_policy_rejected": "gauge",
 }
