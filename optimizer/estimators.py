@@ -225,13 +225,7 @@ class BlockEstimator(Estimator):
             quality = np.where(n > 0, self._q / np.maximum(n, 1), np.nan)
             var = np.where(n > 1, (self._q2 / np.maximum(n, 1) - quality**2) * n / (n - 1), np.nan)
             stderr = np.sqrt(np.maximum(var, 0.0) / np.maximum(n, 1))
-        return Estimate(
-            utility=quality - self._cost_term(),
-            stderr=stderr,
-            quality=quality,
-            cost_per_sample=self.cost_per_sample(),
-            observations=self._n.copy(),
-        )
+        return self._finish(quality, stderr, self._n.copy())
 
 
 class VoteEstimator(_PairPool):

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +102,34 @@ def math_path() -> Path:
     if not DATA.exists():
         pytest.skip(f"recorded table {DATA} is not available")
     return DATA
+
+
+@contextmanager
+def served_in_thread(app: Any) -> Iterator[str]:
+    """Serve the ASGI ``app`` on 127.0.0.1 from its own event loop in a thread (so the CLI
+    under test can run its own loop); yields the base URL, stops the server after."""
+    from iapo.simulator import serve_in_background
+
+    urls: queue.Queue[str | BaseException] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with serve_in_background(app) as url:
+                urls.put(url)
+                await stop.wait()
+        except BaseException as exc:  # surface start-up errors in the test
+            urls.put(exc)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    url = urls.get(timeout=20)
+    if isinstance(url, BaseException):
+        raise url
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=20)
+        loop.close()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import pytest
 from iapo.cli import main
 from policies.policy import load_policy
 
-from .conftest import deceiving_table, save_table
+from .conftest import deceiving_table, save_table, served_in_thread
 
 simulator = pytest.importorskip("iapo.simulator")
 
@@ -24,29 +21,8 @@ pytestmark = pytest.mark.e2e
 def simulator_url(tmp_path: Path) -> Iterator[tuple[str, object]]:
     """A simulator of the deceiving table served from a thread; yields (URL, simulator)."""
     sim = simulator.make_simulator(save_table(deceiving_table(40), tmp_path / "t.npz"), seed=7)
-    urls: queue.Queue[str | BaseException] = queue.Queue()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        try:
-            async with simulator.serve_in_background(simulator.create_app(sim)) as url:
-                urls.put(url)
-                await stop.wait()
-        except BaseException as exc:  # surface start-up errors in the test
-            urls.put(exc)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    url = urls.get(timeout=20)
-    if isinstance(url, BaseException):
-        raise url
-    try:
+    with served_in_thread(simulator.create_app(sim)) as url:
         yield url, sim
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=20)
-        loop.close()
 
 
 def test_optimize_task_runs_live_and_a_rerun_pays_nothing(

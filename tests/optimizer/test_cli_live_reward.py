@@ -3,10 +3,7 @@ a scripted OpenAI-compatible upstream and reward model served on 127.0.0.1; resu
 
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,8 @@ from litestar import Litestar, Request, Response, post
 
 from iapo.cli import main
 from policies.policy import load_policy
+
+from .conftest import served_in_thread
 
 simulator = pytest.importorskip("iapo.simulator")
 
@@ -67,29 +66,8 @@ def scripted_app(served: Served) -> Litestar:
 @pytest.fixture
 def server() -> Iterator[tuple[str, Served]]:
     served = Served()
-    urls: queue.Queue[str | BaseException] = queue.Queue()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        try:
-            async with simulator.serve_in_background(scripted_app(served)) as url:
-                urls.put(url)
-                await stop.wait()
-        except BaseException as exc:  # surface start-up errors in the test
-            urls.put(exc)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    url = urls.get(timeout=20)
-    if isinstance(url, BaseException):
-        raise url
-    try:
+    with served_in_thread(scripted_app(served)) as url:
         yield url, served
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=20)
-        loop.close()
 
 
 def write_task(directory: Path, url: str) -> Path:

@@ -87,12 +87,7 @@ class ScriptedUpstream:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["path"].endswith("/reward"):
             await self._reward(body, send)
@@ -255,3 +250,13 @@ async def answer_lifespan(receive: Any, send: Any) -> None:
         else:
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body

@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from policies import Policy, RewardSpec, SamplingSettings
 from proxy.taskfields import FIELDS
 from tests.proxy.conftest import SYSTEM_PROMPT, make_config, make_policy, running_proxy
-from tests.proxy.scripted import answer_lifespan
+from tests.proxy.scripted import answer_lifespan, read_body
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MESSAGES: Any = [{"role": "user", "content": "What is 6 + 6?"}]
@@ -53,12 +53,7 @@ class FieldUpstream:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = msgspec.json.decode(body)
         self.requests.append(request)
         choices = []
