@@ -47,11 +47,17 @@ def test_readme_snippet_works_against_the_written_proxy_config(tmp_path: Path) -
         assert config.server.port == 8080
         with proxy_server(config, env=env) as proxy:
             out = io.StringIO()
+            namespace: dict[str, object] = {}
             with contextlib.redirect_stdout(out):
-                exec(snippet.replace("http://127.0.0.1:8080", proxy.url), {})
+                exec(snippet.replace("http://127.0.0.1:8080", proxy.url), namespace)
+            snippet_client = namespace["client"]
+            assert isinstance(snippet_client, openai.OpenAI)
+            snippet_client.close()  # its kept-alive connection must not outlive the proxy
             assert re.search(r"\\boxed\{.+\}", out.getvalue())
-            client = openai.OpenAI(base_url=proxy.v1, api_key="sk-wrong", max_retries=0)
-            with pytest.raises(openai.AuthenticationError):
+            with (
+                openai.OpenAI(base_url=proxy.v1, api_key="sk-wrong", max_retries=0) as client,
+                pytest.raises(openai.AuthenticationError),
+            ):
                 client.chat.completions.create(
                     model="math-solver", messages=[{"role": "user", "content": "1 + 1?"}]
                 )
