@@ -102,10 +102,11 @@ MEANINGS: dict[tuple[str, str], str] = {
     "(`[tasks.tiers.economy]`).",
     ("TierCaps", "max_n"): "Most samples a request of this tier may draw.",
     ("TierCaps", "max_cost"): "Most estimated cost a request of this tier may spend.",
-    ("TierCaps", "stop"): "When this tier's majority vote stops drawing samples: `full` (all "
-    "N), `exact` (once the vote cannot change), `confident` (also once the leader wins the "
-    "full vote with posterior probability at least 1 − `delta`); default: the task's "
-    "`early_stop`.",
+    ("TierCaps", "stop"): "When this tier's requests stop drawing samples: `full` (all N); "
+    "majority vote: `exact` (once the vote cannot change), `confident` (also once the leader "
+    "wins the full vote with posterior probability at least 1 − `delta`); Best-of-N: "
+    "`threshold` (at the first reward over the policy's threshold). Default: the rule the "
+    "policy priced the tier under, else the task's `early_stop`.",
     ("TierCaps", "delta"): '`stop = "confident"`: the accepted chance, 0 < delta < 0.5, '
     "that the answer differs from the full N-sample vote's.",
     # extractor (proxy [[tasks]] and task file)
@@ -164,6 +165,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("Tier", "objective_weights"): "Weights of the reward objectives (Best-of-N; default equal).",
     ("Tier", "max_n"): "Hard cap on N.",
     ("Tier", "max_cost"): "Hard cap on one request's estimated cost.",
+    ("Tier", "stop"): "When the tier's requests stop drawing samples (as in the proxy's "
+    "`[tasks.tiers.*]`); the optimizer prices N by the samples this rule is expected to draw.",
+    ("Tier", "delta"): '`stop = "confident"`: the accepted chance that the answer differs '
+    "from the full vote's.",
     ("DatasetSpec", "path"): "JSONL file of questions (relative to the task file).",
     ("DatasetSpec", "limit"): "Use only the first questions.",
 }

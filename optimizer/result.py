@@ -134,6 +134,8 @@ def build_result(
             objective_weights=tier.objective_weights,
             max_n=tier.max_n,
             max_cost=tier.max_cost,
+            stop=tier.stop,
+            delta=tier.delta,
             expected_quality=chosen.quality if np.isfinite(chosen.quality) else None,
             expected_cost=chosen.cost,
             observations=chosen.observations,

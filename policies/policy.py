@@ -24,6 +24,7 @@ import msgspec
 from policies.errors import PolicyError
 from policies.extract import ExtractorSpec
 from policies.reward import RewardSpec
+from policies.stopping import StopKind, StopRule
 from policies.tasks import PromptCandidate, Strategy
 from policies.tiers import Tier
 from policies.upstream import UpstreamSpec
@@ -71,8 +72,13 @@ class TierPolicy(msgspec.Struct, frozen=True):
     """What one tier serves, with the optimizer's estimate of its utility.
 
     ``interval`` is a confidence interval [lo, hi] around ``expected_utility``.
-    The tier's own settings (cost weight, objective weights, caps) travel with it so
-    the proxy enforces exactly what was optimised.
+    The tier's own settings (cost weight, objective weights, caps, stopping rule) travel
+    with it so the proxy enforces exactly what was optimised.
+
+    ``stop``/``delta``: the stopping rule N was priced under; ``expected_samples``: the
+    samples one request is expected to draw under it (N for ``full``), which
+    ``expected_cost`` is the cost of. ``threshold`` (``stop = "threshold"``, Best-of-N):
+    a request stops at the first sample whose weighted reward reaches it, or at ``n``.
     """
 
     prompt: PromptCandidate
@@ -87,8 +93,19 @@ class TierPolicy(msgspec.Struct, frozen=True):
     expected_quality: float | None = None
     expected_cost: float | None = None
     observations: Annotated[int, msgspec.Meta(ge=0)] = 0
+    stop: StopKind = "full"
+    delta: float | None = None
+    expected_samples: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
+        self.stop_rule.check_strategy(self.strategy)
+        if (self.stop == "threshold") != (self.threshold is not None):
+            raise ValueError('threshold is given exactly when stop = "threshold"')
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError("threshold must be a finite number")
+        if self.expected_samples is not None and self.expected_samples > self.n + 1e-9:
+            raise ValueError(f"expected_samples {self.expected_samples} is more than n={self.n}")
         lo, hi = self.interval
         if not all(math.isfinite(x) for x in (self.expected_utility, lo, hi)):
             raise ValueError("expected_utility and interval must be finite numbers")
@@ -103,7 +120,14 @@ class TierPolicy(msgspec.Struct, frozen=True):
             objective_weights=self.objective_weights,
             max_n=self.max_n,
             max_cost=self.max_cost,
+            stop=self.stop,
+            delta=self.delta,
         )
+
+    @property
+    def stop_rule(self) -> StopRule:
+        """The stopping rule N was priced under (ValueError if ``delta`` does not fit it)."""
+        return StopRule(kind=self.stop, delta=self.delta)
 
 
 class Policy(msgspec.Struct, frozen=True):

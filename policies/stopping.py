@@ -1,4 +1,4 @@
-"""When a majority vote may stop drawing samples: one rule type, three kinds.
+"""When a request may stop drawing samples: one rule type, four kinds.
 
 - ``full``: never early; all N samples are drawn.
 - ``exact``: stop once the remaining samples cannot change the winner
@@ -12,6 +12,12 @@
   prior's (a Bayesian guarantee, tested in ``tests/policies/test_stopping.py``); on a
   near-tie the chance of differing from the full vote can exceed δ, but there the full
   vote itself is close to a coin flip.
+- ``threshold`` (Best-of-N): stop at the first sample whose weighted reward reaches the
+  tier's threshold t* (the policy's ``threshold``), or at N. With rewards X i.i.d. and
+  λ·c the utility one more sample costs, the best such rule has E[(X − t*)+] = λ·c
+  (:func:`reward_threshold`).
+
+The first three are for majority vote, the last for Best-of-N (``allowed_for``).
 
     rule = StopRule(kind="confident", delta=0.05)
     if rule.decided(counts, remaining): ...
@@ -29,9 +35,17 @@ import numpy as np
 
 from policies.aggregate import vote_decided
 
-__all__ = ["StopKind", "StopRule", "leader_win_probability"]
+__all__ = [
+    "BEST_OF_N_STOPS",
+    "MAJORITY_STOPS",
+    "StopKind",
+    "StopRule",
+    "leader_win_probability",
+]
 
-StopKind = Literal["full", "exact", "confident"]
+StopKind = Literal["full", "exact", "confident", "threshold"]
+MAJORITY_STOPS: tuple[StopKind, ...] = ("full", "exact", "confident")
+BEST_OF_N_STOPS: tuple[StopKind, ...] = ("full", "threshold")
 
 PRIOR = 0.5  # symmetric Dirichlet mass per seen answer
 # Dirichlet mass of the answers not seen yet, pooled into one: room for a few of them.
@@ -103,13 +117,21 @@ class StopRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def stops_early(self) -> bool:
         return self.kind != "full"
 
+    def check_strategy(self, strategy: str) -> None:
+        """ValueError unless this rule can stop a ``strategy`` (majority | best_of_n) request."""
+        allowed = BEST_OF_N_STOPS if strategy == "best_of_n" else MAJORITY_STOPS
+        if self.kind not in allowed:
+            raise ValueError(
+                f"stop = {self.kind!r} is not for {strategy} (it takes one of {list(allowed)})"
+            )
+
     def reason(self, counts: Mapping[str, int], remaining: int) -> StopKind | None:
         """Why to stop now, with ``remaining`` of the N samples not drawn; None: go on.
 
         ``exact`` when the vote is decided (``confident`` checks that first, so its
         reason says whether the answer is certainly the full vote's).
         """
-        if self.kind == "full":
+        if self.kind in ("full", "threshold"):
             return None
         if vote_decided(counts, remaining):
             return "exact"

@@ -93,6 +93,11 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(
                 f"task {self.name!r}: default_tier {self.default_tier!r} is not one of {names}"
             )
+        for tier in self.tiers:
+            try:
+                tier.stop_rule.check_strategy(self.strategy)
+            except ValueError as exc:
+                raise ValueError(f"task {self.name!r}, tier {tier.name!r}: {exc}") from None
         if self.strategy == "best_of_n":
             if self.reward is None:
                 raise ValueError(f"task {self.name!r}: strategy best_of_n needs a 'reward' section")

@@ -134,18 +134,22 @@ class RequestLogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class TierCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Caps on one tier's fan-out, on top of (tighter than) the policy's, and when its
-    majority vote stops drawing samples (``stop``; default: the task's ``early_stop``)."""
+    requests stop drawing samples (``stop``; default: the rule the policy priced the tier
+    under, else the task's ``early_stop``)."""
 
     max_n: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_cost: Annotated[float, msgspec.Meta(gt=0)] | None = None
     stop: StopKind | None = None
     delta: float | None = None
 
-    def stop_rule(self, early_stop: bool) -> StopRule:
-        """This tier's stopping rule; ``early_stop``: the task's default."""
-        if self.stop is None:
-            return StopRule(kind="exact" if early_stop else "full")
-        return StopRule(kind=self.stop, delta=self.delta)
+    def stop_rule(self, early_stop: bool, priced: StopRule | None = None) -> StopRule:
+        """This tier's stopping rule: this override, else ``priced`` (the policy's rule,
+        if it stops early), else the task's ``early_stop`` default."""
+        if self.stop is not None:
+            return StopRule(kind=self.stop, delta=self.delta)
+        if priced is not None and priced.stops_early:
+            return priced
+        return StopRule(kind="exact" if early_stop else "full")
 
 
 class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

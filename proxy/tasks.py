@@ -95,13 +95,40 @@ class ServedTask:
             for name, choice in policy.tiers.items()
         }
         self.stops: dict[str, StopRule] = {
-            name: config.tiers.get(name, TierCaps()).stop_rule(config.early_stop)
-            for name in policy.tiers
+            name: _stop_rule(config, name, choice) for name, choice in policy.tiers.items()
         }
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def _stop_rule(config: TaskConfig, name: str, choice: TierPolicy) -> StopRule:
+    """The tier's rule: the config's, else the one the policy priced N under, else the
+    task's ``early_stop`` (exact stopping for majority vote). A config rule that differs
+    from the priced one is served, with a warning: N was chosen for the other."""
+    caps = config.tiers.get(name, TierCaps())
+    priced = choice.stop_rule
+    rule = caps.stop_rule(config.early_stop and choice.strategy == "majority", priced)
+    where = f"task {config.name!r}, tier {name!r}"
+    try:
+        rule.check_strategy(choice.strategy)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if rule.kind == "threshold" and choice.threshold is None:
+        raise ConfigError(
+            f'{where}: stop = "threshold" needs a threshold the optimizer estimated; this '
+            f"policy priced the tier under stop = {priced.kind!r}: re-run iapo optimize with "
+            f"the tier's stop set"
+        )
+    if caps.stop is not None and rule != priced:
+        logger.warning(
+            "%s: serving stop = %r where the policy priced N under stop = %r",
+            where,
+            rule.kind,
+            priced.kind,
+        )
+    return rule
 
 
 def _check_reward(config: TaskConfig, policy: Policy) -> None:

@@ -16,6 +16,7 @@ from policies import (
     Policy,
     PolicyError,
     PromptCandidate,
+    StopRule,
     TaskSpec,
     Tier,
     TierPolicy,
@@ -174,6 +175,53 @@ def test_parse_tiers_with_objective_weights() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_tiers(bad)
+
+
+def test_parse_tiers_with_stopping_rules() -> None:
+    tiers = parse_tiers("economy=1:stop=exact, standard=0.2:stop=confident:delta=0.05,premium=0")
+    assert [t.stop_rule for t in tiers] == [
+        StopRule(kind="exact"),
+        StopRule(kind="confident", delta=0.05),
+        StopRule(kind="full"),
+    ]
+    helpful = parse_tiers("helpful=0.2:helpfulness=1:stop=threshold")[0]
+    assert helpful.objective_weights == {"helpfulness": 1.0}
+    assert helpful.stop == "threshold"
+    for bad, message in [
+        ("a=1:stop=confident", r"^tier 'a': confident stopping needs 0 < delta"),
+        ("a=1:stop=exact:delta=0.1", "delta is only for"),
+        ("a=1:stop=sometimes", "sometimes"),
+        ("a=1:stop=exact:stop=full", "stop is given twice"),
+        ("a=1:stop=confident:delta=x", "delta 'x' is not a number"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_tiers(bad)
+
+
+def test_a_tiers_stopping_rule_must_fit_the_strategy() -> None:
+    prompts = [{"id": "a", "text": "Solve it."}]
+    reward = {"url": "http://rm/score", "objectives": ["help"]}
+    for raw, message in [
+        ({"tiers": [{"name": "standard", "stop": "threshold"}]}, "'threshold' is not for majority"),
+        (
+            {
+                "strategy": "best_of_n",
+                "reward": reward,
+                "tiers": [{"name": "standard", "stop": "exact"}],
+            },
+            "'exact' is not for best_of_n",
+        ),
+    ]:
+        with pytest.raises(msgspec.ValidationError, match=message):
+            msgspec.convert({"name": "t", "prompts": prompts, **raw}, TaskSpec)
+    choice = make_policy().tiers["standard"]
+    with pytest.raises(ValueError, match="threshold is given exactly when"):
+        msgspec.structs.replace(choice, threshold=0.5)
+    with pytest.raises(ValueError, match="more than n=4"):
+        msgspec.structs.replace(choice, expected_samples=5.0)
+    priced = msgspec.structs.replace(choice, stop="exact", expected_samples=2.5)
+    assert priced.tier("standard").stop_rule == StopRule(kind="exact")
+    assert decode_policy(encode_policy(make_policy())).tiers["standard"].stop == "full"
 
 
 def test_task_spec_validation_names_the_problem() -> None:

@@ -130,3 +130,10 @@ def test_a_tier_stopping_rule_overrides_the_tasks_early_stop() -> None:
     assert caps.stop_rule(early_stop=False) == StopRule(kind="confident", delta=0.05)
     assert TierCaps().stop_rule(early_stop=True) == StopRule(kind="exact")
     assert TierCaps().stop_rule(early_stop=False) == StopRule(kind="full")
+    # Silent config: the rule the policy priced the tier under, if it stops early.
+    priced = StopRule(kind="confident", delta=0.1)
+    assert TierCaps().stop_rule(early_stop=True, priced=priced) == priced
+    assert TierCaps().stop_rule(early_stop=True, priced=StopRule()) == StopRule(kind="exact")
+    assert caps.stop_rule(early_stop=False, priced=StopRule(kind="exact")) == StopRule(
+        kind="confident", delta=0.05
+    )
