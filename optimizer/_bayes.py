@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from math import lgamma
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["eb_credit"]
+__all__ = ["EbFit", "eb_credit", "eb_fit", "samples_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,17 +192,31 @@ def _fit(
     return prior
 
 
-def eb_credit(
+@dataclass(frozen=True, slots=True)
+class EbFit:
+    """Each row's posterior over the grid (stored once per distinct summary) and the
+    pooled prior; :meth:`mean` is a row's posterior mean of any per-θ table."""
+
+    posterior: Array  # (D, J)
+    inverse: npt.NDArray[np.int64]  # (M,): each row's distinct summary
+    pooled: Array  # (J,)
+
+    def mean(self, table: Array) -> Array:
+        """(M, K): every row's posterior mean of ``table`` (J, K)."""
+        result: Array = (self.posterior @ table)[self.inverse]
+        return result
+
+
+def eb_fit(
     counts: npt.NDArray[np.int64],
     none: npt.NDArray[np.int64],
-    k_max: int,
     groups: npt.NDArray[np.int64] | None = None,
     prior: Array | None = None,
     iterations: int = EM_ITERATIONS,
     group_priors: dict[int, Array] | None = None,
     symmetric: bool = False,
-) -> tuple[Array, Array]:
-    """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max).
+) -> EbFit:
+    """Fit the prior and every row's posterior over θ for M queries.
 
     ``counts`` (M, w): votes per answer code (code 0 = gold); ``none`` (M,): samples
     with no answer; ``groups`` (M,): the prompt of each row. A prior is fitted to all
@@ -210,7 +225,6 @@ def eb_credit(
     prompt say little on their own). ``prior`` (J,) warm-starts the pooled fit and
     ``group_priors`` (updated in place) the per-group fits.
     ``symmetric``: score summaries with :func:`_likelihood_sym` (no labelling bias).
-    Returns the credits and the pooled prior.
     """
     grid = _grid()
     log_grid = np.log(np.maximum(grid, FLOOR))
@@ -225,7 +239,6 @@ def eb_credit(
     )
     keyed = np.concatenate([group[:, None], summary], axis=1)
     distinct, inverse, weight = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
     like = likelihood(distinct[:, 1:], log_grid)
     weight = weight.astype(np.float64)
     posterior = np.empty_like(like)
@@ -235,8 +248,60 @@ def eb_credit(
         own = known[g] = _group_prior(like[rows], weight[rows], pooled, known.get(g))
         joint = like[rows] * own
         posterior[rows] = joint / joint.sum(axis=1, keepdims=True)
-    result: Array = (posterior @ _credit_table(k_max))[inverse]
-    return result, pooled
+    return EbFit(posterior, inverse.ravel().astype(np.int64), pooled)
+
+
+def eb_credit(
+    counts: npt.NDArray[np.int64],
+    none: npt.NDArray[np.int64],
+    k_max: int,
+    groups: npt.NDArray[np.int64] | None = None,
+    prior: Array | None = None,
+    iterations: int = EM_ITERATIONS,
+    group_priors: dict[int, Array] | None = None,
+    symmetric: bool = False,
+) -> tuple[Array, Array]:
+    """Posterior-mean majority credit at N = 1..k_max for M queries: (M, k_max), and the
+    pooled prior (:func:`eb_fit` has the arguments)."""
+    fit = eb_fit(counts, none, groups, prior, iterations, group_priors, symmetric)
+    return fit.mean(_credit_table(k_max)), fit.pooled
+
+
+@lru_cache(maxsize=8)
+def samples_table(k_max: int, stops_early: bool) -> Array:
+    """(J, k_max): expected samples one N-sample vote draws under each grid point θ.
+
+    Without early stopping, N. With exact stopping (``policies.vote_decided``: the
+    leader's lead over the runner-up exceeds the samples still to come), drawn one at a
+    time, the vote stops at the first t with gap_t > N − t. ``h_t = gap_t + t`` never
+    decreases (one sample moves the gap by at most one), so the vote is still running
+    after t < N samples exactly when h_t ≤ N, and E[τ_N] = 1 + Σ_{t=1}^{N-1} P(h_t ≤ N),
+    summed exactly over the vote vectors at each t as in the credit table (one-off
+    answers count one vote each). Confident stopping stops no later than exact stopping
+    on every sequence (it checks the exact rule first), so this is also its upper bound.
+    """
+    grid = _grid()
+    sizes = np.arange(1, k_max + 1, dtype=np.float64)
+    if not stops_early:
+        return np.broadcast_to(sizes, (grid.shape[0], k_max)).copy()
+    factorial = np.exp([lgamma(i + 1) for i in range(k_max + 1)])
+    powers = grid.T[:, :, None] ** np.arange(k_max + 1) / factorial
+    out = np.ones((grid.shape[0], k_max))
+    for t in range(1, k_max):
+        votes = _votes(t)
+        a, b, c, s = votes.T
+        # the two largest of {a, b, c} and the s one-off answers' single votes
+        tallies = np.stack([a, b, c, (s >= 1).astype(np.int64), (s >= 2).astype(np.int64)], 1)
+        top2 = -np.sort(-tallies, axis=1)[:, :2]
+        h = top2[:, 0] - top2[:, 1] + t
+        prob = powers[0][:, a] * powers[1][:, b]
+        prob *= powers[2][:, c]
+        prob *= powers[3][:, s]
+        prob *= factorial[t]
+        # P(h_t ≤ N) for every N > t at once: (J, V) @ (V, K) indicators
+        running = (h[:, None] <= sizes[None, :]) & (sizes[None, :] > t)
+        out += prob @ running.astype(np.float64)
+    return out
 
 
 def _group_prior(like: Array, weight: Array, pooled: Array, warm: Array | None) -> Array:

@@ -88,6 +88,7 @@ class Run:
             self.k_max,
             [t.cost_weight for t in self.tiers],
             best_of_n=self.best_of_n,
+            stops=[t.stop_rule for t in self.tiers],
         )
 
     def reset_estimates(self) -> None:
@@ -186,7 +187,7 @@ class Run:
         filled = np.take_along_axis(quality, np.maximum(last, 0), axis=-1)
         filled = np.where(last >= 0, filled, np.inf)
         cost = np.nan_to_num(estimate.cost_per_sample, nan=0.0)
-        return filled - self.cost_weights[:, None, None] * cost[None, :, None] * (k + 1)
+        return filled - self.cost_weights[:, None, None] * cost[None, :, None] * estimate.samples
 
     def halve(
         self, active: Mask, *, by_prompt: bool = False, keep: Callable[[int], int] | None = None

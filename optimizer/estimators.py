@@ -13,6 +13,11 @@
 A method names its estimator with a typed :data:`EstimatorConfig` (:class:`Blocks` or
 :class:`Pooled`); :func:`make_estimator` builds the one that fits the task's strategy.
 All report utilities (T, P, K) with NaN where an arm has no estimate yet.
+
+Cost is priced by the samples a request is expected to draw under its tier's stopping
+rule (``stops``): N without one; with majority-vote early stopping, the vote model's
+expected stopping time (:func:`optimizer._bayes.samples_table`), so a large N that
+usually stops early is not priced as if every sample were drawn.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from optimizer._bayes import EM_ITERATIONS, eb_credit
+from optimizer._bayes import EM_ITERATIONS, _credit_table, eb_fit, samples_table
 from optimizer._kernels import block_credit
 from optimizer._reward import extend_lift, max_ustat_rows
+from policies.stopping import StopRule
 
 __all__ = [
     "AveragedEstimator",
@@ -82,21 +88,33 @@ class Pull:
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """``utility``, ``stderr``, ``quality``: (T, P, K); ``observations``: (P, K)."""
+    """``utility``, ``stderr``, ``quality``: (T, P, K); ``observations``: (P, K);
+    ``samples`` (T, P, K): the samples one request of the arm is expected to draw."""
 
     utility: Array
     stderr: Array
     quality: Array
     cost_per_sample: Array
     observations: npt.NDArray[np.int64]
+    samples: Array
 
 
 class Estimator:
-    """Common state: cost per sample of each prompt, tier cost weights."""
+    """Common state: cost per sample of each prompt, tier cost weights and stopping rules
+    (``stops``, one per tier; None: every tier draws all N)."""
 
-    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
+    def __init__(
+        self,
+        num_prompts: int,
+        k_max: int,
+        cost_weights: Sequence[float],
+        stops: Sequence[StopRule] | None = None,
+    ) -> None:
         self.num_prompts, self.k_max = num_prompts, k_max
         self.cost_weights = np.asarray(cost_weights, dtype=np.float64)
+        self.stops = tuple(stops) if stops is not None else (StopRule(),) * len(cost_weights)
+        if len(self.stops) != len(self.cost_weights):
+            raise ValueError("one stopping rule per tier")
         self._cost_sum = np.zeros(num_prompts)
         self._samples = np.zeros(num_prompts, dtype=np.int64)
 
@@ -118,20 +136,24 @@ class Estimator:
     def estimate(self) -> Estimate:
         raise NotImplementedError
 
-    def _cost_term(self) -> Array:
-        """λ_t · k · cost per sample: (T, P, K)."""
-        k = np.arange(1, self.k_max + 1)
-        return self.cost_weights[:, None, None] * self.cost_per_sample()[None, :, None] * k
+    def expected_samples(self) -> Array:
+        """(T, P, K) samples one request is expected to draw: N unless a subclass knows
+        better under the tier's stopping rule."""
+        k = np.arange(1, self.k_max + 1, dtype=np.float64)
+        return np.broadcast_to(k, (len(self.cost_weights), self.num_prompts, self.k_max)).copy()
 
     def _finish(
         self, quality: Array, stderr: Array, observations: npt.NDArray[np.int64]
     ) -> Estimate:
+        samples = self.expected_samples()
+        cost = self.cost_weights[:, None, None] * self.cost_per_sample()[None, :, None] * samples
         return Estimate(
-            utility=quality - self._cost_term(),
+            utility=quality - cost,
             stderr=stderr,
             quality=quality,
             cost_per_sample=self.cost_per_sample(),
             observations=observations,
+            samples=samples,
         )
 
 
@@ -142,20 +164,28 @@ def make_estimator(
     cost_weights: Sequence[float],
     *,
     best_of_n: bool,
+    stops: Sequence[StopRule] | None = None,
 ) -> Estimator:
-    """The estimator ``config`` names, for a majority-vote or a Best-of-N task."""
+    """The estimator ``config`` names, for a majority-vote or a Best-of-N task; ``stops``:
+    each tier's stopping rule, which prices its arms."""
     if isinstance(config, Blocks):
-        return BlockEstimator(num_prompts, k_max, cost_weights)
+        return BlockEstimator(num_prompts, k_max, cost_weights, stops)
     if best_of_n:
-        return RewardEstimator(num_prompts, k_max, cost_weights)
-    return VoteEstimator(num_prompts, k_max, cost_weights, symmetric=config.symmetric)
+        return RewardEstimator(num_prompts, k_max, cost_weights, stops)
+    return VoteEstimator(num_prompts, k_max, cost_weights, stops, symmetric=config.symmetric)
 
 
 class _PairPool(Estimator):
     """Samples pooled per (prompt, query) pair; subclasses turn pairs into curves."""
 
-    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
-        super().__init__(num_prompts, k_max, cost_weights)
+    def __init__(
+        self,
+        num_prompts: int,
+        k_max: int,
+        cost_weights: Sequence[float],
+        stops: Sequence[StopRule] | None = None,
+    ) -> None:
+        super().__init__(num_prompts, k_max, cost_weights, stops)
         self._dirty: set[int] = set()
         self._pair: dict[tuple[int, int], int] = {}
         self._pair_prompt: list[int] = []
@@ -186,8 +216,14 @@ class _PairPool(Estimator):
 class BlockEstimator(Estimator):
     """Plain PSST: disjoint blocks of each pull, one observation of (p, k) each."""
 
-    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
-        super().__init__(num_prompts, k_max, cost_weights)
+    def __init__(
+        self,
+        num_prompts: int,
+        k_max: int,
+        cost_weights: Sequence[float],
+        stops: Sequence[StopRule] | None = None,
+    ) -> None:
+        super().__init__(num_prompts, k_max, cost_weights, stops)
         tiers = len(self.cost_weights)
         self._n = np.zeros((num_prompts, k_max), dtype=np.int64)
         self._q = np.zeros((tiers, num_prompts, k_max))
@@ -241,16 +277,18 @@ class VoteEstimator(_PairPool):
         num_prompts: int,
         k_max: int,
         cost_weights: Sequence[float],
+        stops: Sequence[StopRule] | None = None,
         *,
         symmetric: bool = False,
     ) -> None:
-        super().__init__(num_prompts, k_max, cost_weights)
+        super().__init__(num_prompts, k_max, cost_weights, stops)
         self.symmetric = symmetric
         self._prior: Array | None = None
         self._group_priors: dict[int, Array] = {}
         self._votes: list[dict[int, int]] = []  # per pair: code -> votes
         self._none: list[int] = []
         self._curves = np.zeros((0, k_max))
+        self._stop_samples = np.zeros((0, k_max))  # per pair: samples drawn, stopping early
 
     def _new_pair(self) -> None:
         self._votes.append({})
@@ -280,16 +318,19 @@ class VoteEstimator(_PairPool):
                 counts[row, code] = count
         none = np.asarray(self._none, dtype=np.int64)
         warm = self._prior is not None
-        self._curves, self._prior = eb_credit(
+        fit = eb_fit(
             counts,
             none,
-            self.k_max,
             np.asarray(self._pair_prompt, dtype=np.int64),
             self._prior,
             EB_ITERATIONS_WARM if warm else EM_ITERATIONS,
             self._group_priors,
             symmetric=self.symmetric,
         )
+        self._prior = fit.pooled
+        self._curves = fit.mean(_credit_table(self.k_max))
+        if any(stop.stops_early for stop in self.stops):
+            self._stop_samples = fit.mean(samples_table(self.k_max, stops_early=True))
 
     def remodel(self, *, symmetric: bool) -> VoteEstimator:
         """A copy over the same samples with the other likelihood, fitted afresh."""
@@ -297,6 +338,22 @@ class VoteEstimator(_PairPool):
         other.symmetric, other._prior, other._group_priors = symmetric, None, {}
         other._dirty = set(range(len(other._pair_prompt)))
         return other
+
+    def expected_samples(self) -> Array:
+        """N, or for a tier that stops early the mean over a prompt's sampled queries of
+        each one's posterior-mean stopping time (N for a prompt not sampled yet)."""
+        samples = super().expected_samples()
+        if not any(stop.stops_early for stop in self.stops):
+            return samples
+        self._refresh()
+        member, pairs = self._membership()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (member @ self._stop_samples) / np.maximum(pairs, 1)[:, None]
+        sampled = np.broadcast_to(pairs[:, None] > 0, mean.shape)
+        for t, stop in enumerate(self.stops):
+            if stop.stops_early:
+                samples[t] = np.where(sampled, mean, samples[t])
+        return samples
 
     def estimate(self) -> Estimate:
         self._refresh()
@@ -324,8 +381,14 @@ class RewardEstimator(_PairPool):
     the largest N measured (:func:`optimizer._reward.extend_lift`).
     """
 
-    def __init__(self, num_prompts: int, k_max: int, cost_weights: Sequence[float]) -> None:
-        super().__init__(num_prompts, k_max, cost_weights)
+    def __init__(
+        self,
+        num_prompts: int,
+        k_max: int,
+        cost_weights: Sequence[float],
+        stops: Sequence[StopRule] | None = None,
+    ) -> None:
+        super().__init__(num_prompts, k_max, cost_weights, stops)
         tiers = len(self.cost_weights)
         self._scores: list[list[Array]] = []  # per pair: (T, n) score blocks
         self._sizes: list[int] = []
@@ -412,7 +475,7 @@ class AveragedEstimator(Estimator):
         if not parts:
             raise ValueError("an average needs at least one estimator")
         first = parts[0]
-        super().__init__(first.num_prompts, first.k_max, first.cost_weights.tolist())
+        super().__init__(first.num_prompts, first.k_max, first.cost_weights.tolist(), first.stops)
         self._parts = tuple(parts)
 
     def add(self, pulls: Sequence[Pull]) -> None:
@@ -431,4 +494,5 @@ class AveragedEstimator(Estimator):
             quality=np.mean([e.quality for e in estimates], axis=0),
             cost_per_sample=first.cost_per_sample,
             observations=first.observations,
+            samples=np.mean([e.samples for e in estimates], axis=0),
         )

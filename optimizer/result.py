@@ -26,7 +26,8 @@ Z95 = 1.959963984540054
 
 
 class ArmEstimate(msgspec.Struct, frozen=True):
-    """One arm's estimate: utility with a 95% normal interval, quality, cost of N samples."""
+    """One arm's estimate: utility with a 95% normal interval, quality, and the samples
+    one request is expected to draw under the tier's stopping rule with their cost."""
 
     prompt: int
     n: int
@@ -35,6 +36,7 @@ class ArmEstimate(msgspec.Struct, frozen=True):
     quality: float
     cost: float
     observations: int
+    samples: float = 0.0
 
 
 class TierReport(msgspec.Struct, frozen=True):
@@ -82,7 +84,8 @@ def _arm(est: Estimate, t: int, p: int, n: int) -> ArmEstimate:
     u = float(est.utility[t, p, n - 1])
     se = float(est.stderr[t, p, n - 1])
     se = se if np.isfinite(se) else 0.0
-    cost = float(np.nan_to_num(est.cost_per_sample[p])) * n
+    samples = float(est.samples[t, p, n - 1])
+    cost = float(np.nan_to_num(est.cost_per_sample[p])) * samples
     return ArmEstimate(
         prompt=p,
         n=n,
@@ -91,6 +94,7 @@ def _arm(est: Estimate, t: int, p: int, n: int) -> ArmEstimate:
         quality=float(est.quality[t, p, n - 1]),
         cost=cost,
         observations=int(est.observations[p, n - 1]),
+        samples=samples,
     )
 
 
@@ -114,7 +118,7 @@ def build_result(
     for t, (tier, (p, n)) in enumerate(zip(task.tiers, picks, strict=True)):
         chosen = _arm(est, t, p, n)
         if not np.isfinite(chosen.utility):
-            chosen = ArmEstimate(p, n, 0.0, (0.0, 0.0), 0.0, chosen.cost, 0)
+            chosen = ArmEstimate(p, n, 0.0, (0.0, 0.0), 0.0, chosen.cost, 0, chosen.samples)
         at_one = np.where(np.isnan(est.utility[t, :, 0]), -np.inf, est.utility[t, :, 0])
         prompt_only = disjoint = None
         if np.isfinite(at_one).any():
@@ -138,6 +142,7 @@ def build_result(
             delta=tier.delta,
             expected_quality=chosen.quality if np.isfinite(chosen.quality) else None,
             expected_cost=chosen.cost,
+            expected_samples=round(min(chosen.samples, float(n)), 4),
             observations=chosen.observations,
         )
         utility_table[tier.name] = {

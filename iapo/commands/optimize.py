@@ -34,7 +34,7 @@ from optimizer import (
 )
 from optimizer.sampling import Sampler
 from policies.errors import ConfigError
-from policies.policy import SamplingSettings, save_policy
+from policies.policy import SamplingSettings, TierPolicy, save_policy
 from policies.taskfile import DatasetRow, TaskFile, load_dataset, load_task_file
 from policies.tasks import TaskSpec
 from policies.tiers import DEFAULT_TIERS, parse_tiers
@@ -261,6 +261,13 @@ def _fmt_arm(prompt: str, n: int, utility: float) -> str:
     return f"{prompt} @ N={n} ({utility:.4f})"
 
 
+def _fmt_n(choice: TierPolicy) -> str:
+    """N, and with a stopping rule the samples a request is expected to draw."""
+    if choice.stop == "full" or choice.expected_samples is None:
+        return str(choice.n)
+    return f"{choice.n} ({choice.stop}: ~{choice.expected_samples:.1f})"
+
+
 def _print_tables(console: Console, result: OptimizationResult) -> None:
     policy = result.policy
     console.print(
@@ -290,7 +297,7 @@ def _print_tables(console: Console, result: OptimizationResult) -> None:
             name,
             f"{choice.cost_weight:g}",
             choice.prompt.id,
-            str(choice.n),
+            _fmt_n(choice),
             f"{choice.expected_utility:.4f} [{lo:.4f}, {hi:.4f}]",
             "-" if choice.expected_quality is None else f"{choice.expected_quality:.4f}",
             f"{choice.expected_cost or 0.0:.4g}",
