@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.proxy.conftest import SYSTEM_PROMPT, chat_body, make_config, make_policy, running_proxy
@@ -167,3 +169,31 @@ async def test_stopping_rules_per_tier_say_how_they_stopped(tmp_path: Path) -> N
     for tier, reason in stopped.items():
         assert f'iapo_vote_stops_total{{reason="{reason}",task="math",tier="{tier}"}} 1.0' in text
     assert 'iapo_sampling_waves_count{task="math",tier="premium"} 1.0' in text
+
+
+async def test_a_tier_is_served_with_the_rule_the_policy_priced_it_under(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The policy priced premium under exact stopping and standard under confident; the
+    # config is silent on premium and overrides standard to full (with a warning).
+    policy = make_policy()
+    tiers = dict(policy.tiers)
+    tiers["premium"] = msgspec.structs.replace(tiers["premium"], stop="exact", expected_samples=5.0)
+    tiers["standard"] = msgspec.structs.replace(tiers["standard"], stop="confident", delta=0.1)
+    policy = msgspec.structs.replace(policy, tiers=tiers)
+    task = {"tiers": {"standard": {"stop": "full"}}}
+    upstream = ScriptedUpstream(["12"])
+    with caplog.at_level(logging.WARNING, logger="proxy.tasks"):
+        config = make_config(tmp_path, policy, task=task)
+        async with running_proxy(config, upstream) as (client, _):
+            stopped = {}
+            for tier in ("standard", "premium"):
+                response = await client.post(
+                    "/v1/chat/completions",
+                    json=chat_body(),
+                    headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
+                )
+                assert response.status_code == 200, response.text
+                stopped[tier] = response.headers["x-iapo-stopped"]
+    assert stopped == {"standard": "full", "premium": "exact"}
+    assert "serving stop = 'full' where the policy priced N under stop = 'confident'" in caplog.text
