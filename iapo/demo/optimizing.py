@@ -63,6 +63,7 @@ def prompt_only_policy(spec: TaskSpec, result: OptimizationResult) -> Policy:
             expected_quality=None if arm is None else arm.quality,
             expected_cost=None if arm is None else arm.cost,
             observations=0 if arm is None else arm.observations,
+            expected_samples=1.0,
         )
     return msgspec.structs.replace(
         result.policy, task=spec.name + BASELINE_SUFFIX, tiers=tiers, method="prompt-only@N=1"
