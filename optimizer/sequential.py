@@ -38,6 +38,7 @@ Array = npt.NDArray[np.float64]
 
 MIN_PAIR_SAMPLES = 4  # a query with fewer samples says little about its distribution
 MAX_CANDIDATES = 256  # thresholds tried; quantiles of the rewards seen beyond that
+TIE = 1e-9
 
 
 class ThresholdChoice(msgspec.Struct, frozen=True):
@@ -164,7 +165,10 @@ def choose_threshold(
     utility[-1, 1:] = -np.inf
     fixed = float(utility[-1, 0])
     best = np.unravel_index(int(np.argmax(utility)), utility.shape)
-    c, k = (int(best[0]), int(best[1])) if utility[best] > fixed else (thresholds.size - 1, 0)
+    # A tie (free samples, a rule that only stops at a query's best reward) is fixed N:
+    # the rule must win by more than rounding.
+    wins = utility[best] > fixed + TIE * (1.0 + abs(fixed))
+    c, k = (int(best[0]), int(best[1])) if wins else (thresholds.size - 1, 0)
     pooled_k = int(np.argmax(utility[-2]))
     difference = per_query[:, c, k] - per_query[:, -1, 0]
     stderr = 0.0
