@@ -54,7 +54,8 @@ THRESHOLD = StopRule(kind="threshold")
 def _bench_module() -> Any:
     """``bench/optimizer.py`` (its name would shadow the ``optimizer`` package)."""
     spec = importlib.util.spec_from_file_location("bench_optimizer", HERE / "optimizer.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -138,9 +139,10 @@ async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace)
     result = await optimize(task, bench.sampler(train, rng), args.budget, rng)
     draws = np.random.default_rng([seed, 1])
     rows = []
-    for t, tier in enumerate(task.tiers):
+    for tier in task.tiers:
         report, choice = result.tiers[tier.name], result.policy.tiers[tier.name]
-        assert report.threshold is not None and choice.threshold is not None
+        assert report.threshold is not None
+        assert choice.threshold is not None
         p, fixed_n = report.chosen.prompt, report.chosen.n
         weights = weight_vector(bench.objectives, tier.objective_weights)
         mean = bench.means[p, test_q] @ weights  # (Qt,)

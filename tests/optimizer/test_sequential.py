@@ -119,8 +119,10 @@ async def test_optimize_writes_a_threshold_tiers_rule_into_the_policy(seed: int)
     result = await optimize(task, ReplaySampler(table, rng), 1500, rng)
     economy, premium = result.policy.tiers["economy"], result.policy.tiers["premium"]
     report = result.tiers["economy"].threshold
-    assert report is not None and report.queries > 0
-    assert economy.stop == "threshold" and economy.threshold == report.threshold
+    assert report is not None
+    assert report.queries > 0
+    assert economy.stop == "threshold"
+    assert economy.threshold == report.threshold
     assert economy.expected_samples is not None
     assert economy.expected_samples <= economy.n
     assert economy.n >= result.tiers["economy"].chosen.n, f"seed {seed}"
@@ -130,7 +132,9 @@ async def test_optimize_writes_a_threshold_tiers_rule_into_the_policy(seed: int)
     # Free samples: stopping early only pays through a larger cap; else it is fixed N,
     # written as a threshold above every score the table has.
     free = result.tiers["premium"].threshold
-    assert free is not None and premium.stop == "threshold" and premium.threshold is not None
+    assert free is not None
+    assert premium.stop == "threshold"
+    assert premium.threshold is not None
     if free.stops:
         assert premium.n > result.tiers["premium"].chosen.n, f"seed {seed}"
     else:
