@@ -8,7 +8,10 @@ i.i.d. rewards and no cap the best t solves E[(X − t)+] = λ·c
 at once, on a hard one it runs to the cap, and one t pooled over all of them is not the
 best. So the threshold (and the cap) are chosen to maximise the estimated realised
 utility: the mean over the sampled queries of E[best reward at stop] − λ·c·E[samples],
-computed exactly on each query's empirical reward distribution (:func:`rule_curves`).
+computed exactly on each query's reward distribution (:func:`rule_curves`): the rewards
+it drew, smoothed when they look continuous (:func:`smoothed`; the raw empirical
+distribution undervalues large N and made the estimated gain 2-5 times the realised one
+on ``assist``).
 The pooled closed form is one of the candidates, and is reported beside the choice.
 
 Candidates: thresholds at the rewards seen (the rule only changes where t crosses one),
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import msgspec
 import numpy as np
@@ -32,12 +36,13 @@ import numpy.typing as npt
 
 from policies.stopping import reward_threshold, threshold_waves
 
-__all__ = ["ThresholdChoice", "choose_threshold", "rule_curves"]
+__all__ = ["ThresholdChoice", "choose_threshold", "rule_curves", "smoothed"]
 
 Array = npt.NDArray[np.float64]
 
 MIN_PAIR_SAMPLES = 4  # a query with fewer samples says little about its distribution
 MAX_CANDIDATES = 256  # thresholds tried; quantiles of the rewards seen beyond that
+KERNEL_POINTS = 8  # per sample of a continuous reward: the smoothed distribution's atoms
 TIE = 1e-9
 
 
@@ -114,6 +119,28 @@ def rule_curves(
     return quality, samples
 
 
+def smoothed(row: Array) -> Array:
+    """A query's rewards as the distribution the rule is valued on.
+
+    Rewards that repeat are taken as a discrete distribution, as they are. All distinct,
+    they are a sample of a continuous one, whose empirical distribution caps E[max of N]
+    at the sample's max when N nears the sample size: each reward becomes
+    ``KERNEL_POINTS`` atoms of a Gaussian kernel (Silverman's bandwidth), shrunk toward
+    the mean so the mean and variance stay the sample's (the smoothed bootstrap).
+    """
+    if row.size < 2 or np.unique(row).size < row.size:
+        return row
+    sd = float(row.std())
+    if sd == 0.0:
+        return row
+    h = 1.06 * sd * row.size ** (-0.2)
+    shrink = 1.0 / np.sqrt(1.0 + (h / sd) ** 2)
+    center = row.mean() + (row - row.mean()) * shrink
+    levels = (np.arange(KERNEL_POINTS) + 0.5) / KERNEL_POINTS
+    z = np.array([NormalDist().inv_cdf(float(u)) for u in levels])
+    return np.asarray((center[:, None] + h * shrink * z[None, :]).ravel(), dtype=np.float64)
+
+
 def _candidates(pooled: Array) -> Array:
     values = np.unique(pooled)
     if values.size > MAX_CANDIDATES:
@@ -157,7 +184,7 @@ def choose_threshold(
     pooled_t = reward_threshold(pooled, marginal)
     thresholds = np.concatenate([_candidates(pooled), [pooled_t, never]])
     caps = np.arange(n, n_cap + 1)
-    quality, samples = rule_curves(used, thresholds, caps)
+    quality, samples = rule_curves([smoothed(a) for a in used], thresholds, caps)
     per_query = quality - marginal * samples  # (Q, C, K)
     utility = per_query.mean(axis=0)
     # "Never stop early" is fixed N; only at the chosen N (a larger fixed N lost the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from optimizer import BestOfNTable, ReplaySampler, optimize, replay_task
-from optimizer.sequential import choose_threshold, rule_curves
+from optimizer.sequential import KERNEL_POINTS, choose_threshold, rule_curves, smoothed
 from policies import Tier, decode_policy, encode_policy, threshold_waves
 
 
@@ -147,3 +147,17 @@ async def test_optimize_writes_a_threshold_tiers_rule_into_the_policy(seed: int)
         None,
     )
     assert decode_policy(encode_policy(result.policy)) == result.policy
+
+
+def test_continuous_rewards_are_smoothed_keeping_mean_and_variance(
+    rng: np.random.Generator,
+) -> None:
+    row = rng.normal(0.5, 0.1, 30)
+    smooth = smoothed(row)
+    assert smooth.size == 30 * KERNEL_POINTS
+    assert smooth.mean() == pytest.approx(row.mean(), abs=1e-12)
+    # The kernel's 8 atoms have a little less variance than a Gaussian: close, not exact.
+    assert smooth.std() == pytest.approx(row.std(), rel=0.03)
+    assert smooth.max() > row.max()  # E[max of N] is no longer capped at the sample max
+    discrete = np.array([0.0, 1.0, 1.0, 0.5])
+    assert smoothed(discrete) is discrete
