@@ -105,7 +105,8 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("TierCaps", "stop"): "When this tier's requests stop drawing samples: `full` (all N); "
     "majority vote: `exact` (once the vote cannot change), `confident` (also once the leader "
     "wins the full vote with posterior probability at least 1 − `delta`); Best-of-N: "
-    "`threshold` (at the first reward over the policy's threshold). Default: the rule the "
+    "`threshold` (after the first wave with a reward at or over the policy's threshold; waves "
+    "of one, then two samples, each scored). Default: the rule the "
     "policy priced the tier under, else the task's `early_stop`.",
     ("TierCaps", "delta"): '`stop = "confident"`: the accepted chance, 0 < delta < 0.5, '
     "that the answer differs from the full N-sample vote's.",
@@ -166,7 +167,9 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("Tier", "max_n"): "Hard cap on N.",
     ("Tier", "max_cost"): "Hard cap on one request's estimated cost.",
     ("Tier", "stop"): "When the tier's requests stop drawing samples (as in the proxy's "
-    "`[tasks.tiers.*]`); the optimizer prices N by the samples this rule is expected to draw.",
+    "`[tasks.tiers.*]`); the optimizer prices N by the samples this rule is expected to draw. "
+    "With `threshold` (Best-of-N) it also chooses the threshold, and a cap up to `n_max` "
+    "where one pays, from the rewards it drew.",
     ("Tier", "delta"): '`stop = "confident"`: the accepted chance that the answer differs '
     "from the full vote's.",
     ("DatasetSpec", "path"): "JSONL file of questions (relative to the task file).",

@@ -146,4 +146,5 @@ async def optimize(
         method=method,
         seed=seed,
         source=source,
+        query_scores=current.query_scores,
     )

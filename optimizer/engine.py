@@ -72,6 +72,10 @@ class Run:
             if gold is not None:
                 self._vocab[q][gold] = 0
         self._draws: dict[tuple[int, int], int] = {}
+        # Best-of-N: every (T, n) block of weighted scores per (prompt, query), kept for
+        # the threshold rule (which needs each query's reward distribution, whatever the
+        # estimator; a reset of the estimates keeps them: they are valid draws).
+        self._scores: dict[tuple[int, int], list[npt.NDArray[np.float64]]] = {}
         self._query_order = rng.permutation(self.num_queries)
         self._query_cursor = 0
         self.cost_weights = np.asarray(weights, dtype=np.float64)
@@ -161,9 +165,22 @@ class Run:
         batches = await asyncio.gather(
             *(self._sample(p, q, n, d) for (p, n), q, d in zip(pulls, queries, draws, strict=True))
         )
-        self.estimator.add(
-            [self._to_pull(p, q, b) for (p, _), q, b in zip(pulls, queries, batches, strict=True)]
-        )
+        drawn = [
+            self._to_pull(p, q, b) for (p, _), q, b in zip(pulls, queries, batches, strict=True)
+        ]
+        for pull in drawn:
+            if pull.scores is not None:
+                self._scores.setdefault((pull.prompt, pull.query), []).append(pull.scores)
+        self.estimator.add(drawn)
+
+    def query_scores(self, tier: int, prompt: int) -> list[npt.NDArray[np.float64]]:
+        """Tier ``tier``'s weighted scores of every sample of ``prompt``, one array per
+        query it was sampled on (Best-of-N; empty for majority vote)."""
+        return [
+            np.concatenate([block[tier] for block in blocks])
+            for (p, _), blocks in self._scores.items()
+            if p == prompt
+        ]
 
     async def _sample(self, p: int, q: int, n: int, draw: int) -> SampleBatch:
         batch = await self.sampler.sample(p, q, n, draw=draw)

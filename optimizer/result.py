@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from optimizer.estimators import Estimate
 from optimizer.plan import Plan
+from optimizer.sequential import ThresholdChoice, choose_threshold
 from policies.policy import BudgetSpent, Policy, TierPolicy, library_versions, now_utc
 from policies.tasks import TaskSpec
 
@@ -42,13 +46,15 @@ class ArmEstimate(msgspec.Struct, frozen=True):
 class TierReport(msgspec.Struct, frozen=True):
     """A tier's choice and what prompt-only and disjoint selection would have chosen
     from the same samples (prompt-only: best N=1 prompt at N=1; disjoint: that prompt
-    at its best N)."""
+    at its best N). ``threshold``: a ``stop = "threshold"`` tier's rule against fixed N
+    (``chosen`` is the fixed-N arm it was derived from)."""
 
     tier: str
     cost_weight: float
     chosen: ArmEstimate
     prompt_only: ArmEstimate | None
     disjoint: ArmEstimate | None
+    threshold: ThresholdChoice | None = None
 
 
 class Estimates(msgspec.Struct, frozen=True):
@@ -109,8 +115,15 @@ def build_result(
     method: str,
     seed: int | None,
     source: str | None,
+    query_scores: Callable[[int, int], list[npt.NDArray[np.float64]]] | None = None,
 ) -> OptimizationResult:
-    """Assemble the policy, tier reports and estimates of a finished run."""
+    """Assemble the policy, tier reports and estimates of a finished run.
+
+    ``query_scores(tier, prompt)``: that prompt's weighted rewards per sampled query,
+    from which a ``stop = "threshold"`` tier's threshold is chosen
+    (:func:`optimizer.sequential.choose_threshold`); without it such a tier never stops
+    early.
+    """
     reports: dict[str, TierReport] = {}
     tier_policies: dict[str, TierPolicy] = {}
     utility_table: dict[str, dict[str, list[float | None]]] = {}
@@ -127,23 +140,39 @@ def build_result(
             row = est.utility[t, best, : tier.cap_n(task.n_max)]
             row = np.where(np.isnan(row), -np.inf, row)
             disjoint = _arm(est, t, best, int(np.argmax(row)) + 1)
-        reports[tier.name] = TierReport(tier.name, tier.cost_weight, chosen, prompt_only, disjoint)
+        rule = None
+        served: dict[str, Any] = {
+            "n": n,
+            "expected_utility": chosen.utility,
+            "interval": chosen.interval,
+            "expected_quality": chosen.quality if np.isfinite(chosen.quality) else None,
+            "expected_cost": chosen.cost,
+            "expected_samples": round(min(chosen.samples, float(n)), 4),
+        }
+        if tier.stop == "threshold":
+            per_sample = float(np.nan_to_num(est.cost_per_sample[p]))
+            rule = choose_threshold(
+                query_scores(t, p) if query_scores is not None else [],
+                tier.cost_weight,
+                per_sample,
+                n,
+                tier.cap_n(task.n_max, per_sample),
+            )
+            served.update(_threshold_fields(chosen, rule, per_sample))
+        reports[tier.name] = TierReport(
+            tier.name, tier.cost_weight, chosen, prompt_only, disjoint, rule
+        )
         tier_policies[tier.name] = TierPolicy(
             prompt=task.prompts[p],
-            n=n,
             strategy=task.strategy,
-            expected_utility=chosen.utility,
-            interval=chosen.interval,
             cost_weight=tier.cost_weight,
             objective_weights=tier.objective_weights,
             max_n=tier.max_n,
             max_cost=tier.max_cost,
             stop=tier.stop,
             delta=tier.delta,
-            expected_quality=chosen.quality if np.isfinite(chosen.quality) else None,
-            expected_cost=chosen.cost,
-            expected_samples=round(min(chosen.samples, float(n)), 4),
             observations=chosen.observations,
+            **served,
         )
         utility_table[tier.name] = {
             prompt.id: [None if np.isnan(x) else round(float(x), 6) for x in est.utility[t, i]]
@@ -179,6 +208,27 @@ def build_result(
         prompts={prompt.id: prompt.text for prompt in task.prompts},
     )
     return OptimizationResult(policy, plan, spent, cached, reports, estimates)
+
+
+def _threshold_fields(
+    chosen: ArmEstimate, rule: ThresholdChoice, per_sample: float
+) -> dict[str, Any]:
+    """A threshold tier's policy fields: the estimator's fixed-N figures moved by what
+    the rule adds on the same reward distributions (the bias of valuing both on a
+    query's few samples largely cancels in the difference)."""
+    gain = rule.utility - rule.fixed_utility
+    lo, hi = chosen.interval
+    spread = Z95 * rule.difference_stderr
+    quality = chosen.quality + rule.quality - rule.fixed_quality
+    return {
+        "n": rule.n,
+        "threshold": rule.threshold,
+        "expected_samples": rule.expected_samples,
+        "expected_utility": chosen.utility + gain,
+        "interval": (lo + gain - spread, hi + gain + spread),
+        "expected_quality": quality if np.isfinite(quality) else None,
+        "expected_cost": per_sample * rule.expected_samples,
+    }
 
 
 def estimates_path(policy_path: str | Path) -> Path:

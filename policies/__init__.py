@@ -75,7 +75,13 @@ from policies.policy import (
 from policies.reward import RewardRequest, RewardResponse, RewardSpec
 from policies.scoring import RewardScorer, RewardTransport
 from policies.sqlite import apply_migrations, open_database
-from policies.stopping import StopKind, StopRule, leader_win_probability
+from policies.stopping import (
+    StopKind,
+    StopRule,
+    leader_win_probability,
+    reward_threshold,
+    threshold_waves,
+)
 from policies.store import (
     POLICY_MIGRATIONS,
     MemoryPolicyStore,
@@ -186,10 +192,12 @@ __all__ = [
     "parse_tiers",
     "question_of",
     "read_toml",
+    "reward_threshold",
     "save_policy",
     "save_table",
     "should_retry_status",
     "status_error",
+    "threshold_waves",
     "utility",
     "vote_decided",
     "weight_vector",

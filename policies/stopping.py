@@ -15,7 +15,8 @@
 - ``threshold`` (Best-of-N): stop at the first sample whose weighted reward reaches the
   tier's threshold t* (the policy's ``threshold``), or at N. With rewards X i.i.d. and
   λ·c the utility one more sample costs, the best such rule has E[(X − t*)+] = λ·c
-  (:func:`reward_threshold`).
+  (:func:`reward_threshold`). Its samples are drawn in the waves of
+  :func:`threshold_waves` (one, then pairs), each scored before the next is drawn.
 
 The first three are for majority vote, the last for Best-of-N (``allowed_for``).
 
@@ -32,6 +33,7 @@ from typing import Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from policies.aggregate import vote_decided
 
@@ -41,6 +43,8 @@ __all__ = [
     "StopKind",
     "StopRule",
     "leader_win_probability",
+    "reward_threshold",
+    "threshold_waves",
 ]
 
 StopKind = Literal["full", "exact", "confident", "threshold"]
@@ -53,6 +57,10 @@ PRIOR = 0.5  # symmetric Dirichlet mass per seen answer
 UNSEEN = 2.0
 DRAWS = 2048  # Monte Carlo draws per check: standard error ~0.005 near δ = 0.05
 SEED = 13
+# Threshold rule: a first wave of one sample (most stops on an easy request come at once),
+# then waves of two, so a request that goes on needs half the round trips.
+THRESHOLD_FIRST_WAVE = 1
+THRESHOLD_WAVE = 2
 
 
 def leader_win_probability(
@@ -97,8 +105,68 @@ def _win_probability(
     return float(credit.mean())
 
 
+def reward_threshold(
+    rewards: npt.ArrayLike, marginal_cost: float, probs: npt.ArrayLike | None = None
+) -> float:
+    """The t* with E[(X − t*)+] = ``marginal_cost`` for X drawn from ``rewards``.
+
+    ``rewards`` (m,) are the values of a discrete distribution (an empirical sample:
+    equal ``probs`` unless given). Sampling until a reward reaches t* is the best rule
+    for i.i.d. rewards when each sample costs ``marginal_cost`` (λ·c) and there is no cap
+    on N, and its expected utility (best reward minus the cost of every sample) is t*
+    itself. g(t) = E[(X − t)+] is piecewise linear and decreasing, so the equation is
+    solved exactly on the segment where g crosses λ·c.
+
+    - λ·c = 0: the largest reward (samples are free: go on until the best one shows up).
+    - λ·c ≥ E[(X − min)+] = mean − min: mean − λ·c ≤ min, so the first sample always
+      stops; t* is still the rule's utility (one sample: its mean minus its cost).
+
+    ``reward_threshold([0.2, 0.5, 0.9], 0.05)`` is 0.75: (0.9 − 0.75) / 3 = 0.05.
+    """
+    x = np.asarray(rewards, dtype=np.float64).ravel()
+    if x.size == 0 or not np.isfinite(x).all():
+        raise ValueError("reward_threshold needs at least one reward, all finite")
+    if not math.isfinite(marginal_cost) or marginal_cost < 0.0:
+        raise ValueError(f"the marginal cost must be ≥ 0, got {marginal_cost}")
+    p = np.full(x.size, 1.0 / x.size) if probs is None else np.asarray(probs, np.float64).ravel()
+    if p.shape != x.shape or (p < 0).any() or not math.isclose(float(p.sum()), 1.0):
+        raise ValueError("probs must be one non-negative weight per reward, summing to 1")
+    order = np.argsort(x, kind="stable")
+    x, p = x[order], p[order]
+    if marginal_cost == 0.0:
+        return float(x[p > 0].max())
+    # Above the i-th sorted value only values i+1.. count: g(t) = tail_px[i] − t·tail_p[i].
+    tail_p = np.cumsum(p[::-1])[::-1]
+    tail_px = np.cumsum((p * x)[::-1])[::-1]
+    at = tail_px - x * tail_p  # g(x_i)
+    if marginal_cost >= at[0]:
+        return float(tail_px[0] - marginal_cost)  # mean − λ·c (≤ min)
+    # The last i with g(x_i) ≥ λ·c: t* lies in [x_i, x_{i+1}), where g = Σ_{j>i} p_j (x_j − t).
+    i = int(np.flatnonzero(at >= marginal_cost)[-1])
+    mass, weighted = tail_p[i + 1], tail_px[i + 1]
+    return float((weighted - marginal_cost) / mass)
+
+
+def threshold_waves(n: int) -> tuple[int, ...]:
+    """The waves the threshold rule draws a request's ``n`` samples in: one, then twos.
+
+    The rule looks at the rewards after each wave, so it draws a whole wave past the
+    first reward over the threshold; the optimizer prices it with these same waves.
+    """
+    if n < 1:
+        return ()
+    waves = [min(THRESHOLD_FIRST_WAVE, n)]
+    while sum(waves) < n:
+        waves.append(min(THRESHOLD_WAVE, n - sum(waves)))
+    return tuple(waves)
+
+
 class StopRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """When a majority vote stops drawing samples; ``delta`` only for ``confident``."""
+    """When a request stops drawing samples; ``delta`` only for ``confident``.
+
+    ``threshold`` (Best-of-N) is decided on rewards, not votes: :meth:`reason` never
+    stops it; the proxy scores each wave and stops at the policy's threshold.
+    """
 
     kind: StopKind = "full"
     delta: float | None = None

@@ -12,17 +12,26 @@ request was planned (``proxy.route``). If some samples fail the rest are aggrega
 all fail, the error keeps the upstream's class (429 with ``retry-after``, 503, 504, else
 502). If the reward service fails, Best-of-N answers with the first sample and
 ``x-iapo-unranked`` says why.
+
+A Best-of-N tier served under ``stop = "threshold"`` scores each wave as it arrives
+(:class:`_WaveScorer`) and stops at the first weighted reward at or above the policy's
+threshold; it answers the best sample scored. If the reward service fails mid-way the
+rest of N is drawn unscored (what fixed N would have drawn), the best sample scored
+before the failure is the answer (the first sample if none was), and
+``x-iapo-unranked`` says why.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
 from typing import TypeVar
 
 import msgspec
+import numpy as np
 
 from policies import (
     ApiError,
@@ -217,24 +226,33 @@ async def run_task(
 ) -> Aggregate:
     """Sample into ``spent`` and aggregate; raises ApiError if no sample arrived."""
     majority = plan.choice.strategy == "majority"
+    rule = plan.served.stops[plan.tier_name]
+    judge = None
+    if not majority and rule.kind == "threshold":
+        judge = _WaveScorer(service, plan, deadline)
+    elif not majority or plan.fields.tools:
+        rule = FULL
     await draw_samples(
         service.upstreams[plan.spec.name],
         plan.body,
         n=plan.n,
         supports_n=plan.spec.supports_n,
         extractor=plan.fields.extractor if majority else None,
-        stop=plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL,
+        stop=rule,
         deadline=deadline,
         seed=plan.view.seed,
         first_wave=first_wave_size(
             plan.n, service.mean_agreement.get((plan.served.name, plan.tier_name))
         ),
         result=spent,
+        judge=judge,
     )
     if not spent.samples:
         raise all_failed(spent.errors, spent.launched)
     if majority:
         return _vote(service, plan, spent.samples)
+    if judge is not None:
+        return judge.aggregate(spent.samples)
     return await _best_of_n(service, plan, spent.samples, deadline)
 
 
@@ -279,6 +297,64 @@ async def _best_of_n(
     return Aggregate(
         ranked=_distinct([samples[i] for i in outcome.ranked()] + samples), score=outcome.score
     )
+
+
+class _WaveScorer:
+    """Scores each wave of a threshold tier's samples; stops at the tier's threshold.
+
+    ``scores`` holds the weighted reward of every sample judged so far, in arrival order
+    (NaN: not scored). After a reward-service failure it judges no more (None).
+    """
+
+    def __init__(self, service: ProxyService, plan: TaskPlan, deadline: float) -> None:
+        reward = plan.served.reward
+        assert reward is not None  # Policy guarantees it for best_of_n tiers
+        threshold = plan.choice.threshold
+        assert threshold is not None  # proxy.tasks refuses a threshold rule without one
+        self.plan, self.deadline, self.threshold = plan, deadline, threshold
+        self.scorer = service.scorer(reward)
+        self.weights = weight_vector(self.scorer.objectives, plan.tier.objective_weights)
+        self.rng = service.rng
+        self.scores: list[float] = []
+        self.error: ApiError | None = None
+
+    async def __call__(self, samples: Sequence[Sample]) -> bool | None:
+        if self.error is not None:
+            self.scores.extend([math.nan] * len(samples))
+            return None
+        texts = [s.text for s in samples]
+        try:
+            matrix = await self.scorer.score(self.plan.messages, texts, deadline=self.deadline)
+        except ApiError as exc:
+            logger.warning(
+                "task %s: reward service failed after %d scored samples; drawing the rest "
+                "of N unscored: %s",
+                self.plan.served.name,
+                len(self.scores),
+                exc,
+            )
+            self.error = exc
+            self.scores.extend([math.nan] * len(samples))
+            return None
+        wave = np.asarray(matrix, dtype=np.float64) @ self.weights
+        self.scores.extend(float(x) for x in wave)
+        return bool(np.any(wave >= self.threshold))  # NaN (unscored) never stops
+
+    def aggregate(self, samples: list[Sample]) -> Aggregate:
+        """The samples ranked by their scores (the best one first)."""
+        scores = np.full(len(samples), np.nan)
+        scores[: len(self.scores)] = self.scores[: len(samples)]
+        outcome = best_of_n(scores[:, None], np.ones(1), self.rng)
+        unranked = None
+        if self.error is not None:
+            unranked = f"reward service failed ({error_kind(self.error)})"
+        if outcome.index is None:
+            return Aggregate(ranked=_distinct(samples), unranked=unranked)
+        return Aggregate(
+            ranked=_distinct([samples[i] for i in outcome.ranked()] + samples),
+            score=outcome.score,
+            unranked=unranked,
+        )
 
 
 def _distinct(samples: list[Sample]) -> list[Sample]:

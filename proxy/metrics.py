@@ -222,20 +222,22 @@ class ProxyMetrics:
         )
         self.early_stopped = Counter(
             "iapo_early_stopped_total",
-            "Majority votes decided before all N samples were drawn.",
+            "Requests whose stopping rule ended sampling before all N samples were drawn "
+            "(a decided majority vote, or a Best-of-N reward at the tier's threshold).",
             tt,
             registry=r,
         )
         self.samples_saved = Counter(
             "iapo_samples_saved_total",
-            "Samples of N not drawn because the stopping rule stopped the vote early.",
+            "Samples of N not drawn because the stopping rule stopped the request early.",
             tt,
             registry=r,
         )
         self.vote_stops = Counter(
             "iapo_vote_stops_total",
             "Requests that drew samples, by how they stopped: full (all N), exact (the vote "
-            "could not change) or confident (the leader almost surely wins the full vote).",
+            "could not change), confident (the leader almost surely wins the full vote) or "
+            "threshold (Best-of-N: a reward reached the tier's threshold).",
             (*tt, "reason"),
             registry=r,
         )

@@ -14,6 +14,13 @@ have (``first_wave_size``) decides most votes in one round trip, the latency of 
 all N, at the cost of a few samples. Once the rule says stop, calls still running are
 cancelled. A failed call costs its samples, the rest still vote.
 
+Best-of-N under ``stop = "threshold"`` is decided on rewards, not votes: the samples
+come in the fixed waves of ``policies.threshold_waves`` (one, then pairs), each wave is
+handed to a ``judge`` (the proxy scores it with the reward service) before the next is
+launched, and sampling stops after the first wave the judge says reached the threshold.
+A judge that can no longer judge (the reward service failed) gets the rest of N in one
+wave, as fixed-N Best-of-N would have drawn them.
+
     result = await draw_samples(client, body, n=8, supports_n=True, extractor=extract,
                                 stop=StopRule(kind="exact"), deadline=t)
 """
@@ -25,15 +32,23 @@ import contextlib
 import logging
 import math
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 
-from policies import ApiError, Extractor, StopKind, StopRule
+from policies import ApiError, Extractor, StopKind, StopRule, threshold_waves
 from proxy.upstream import ResendBudget, UpstreamClient
 from proxy.wire import Completion
 
-__all__ = ["Sample", "SamplingResult", "draw_samples", "first_wave_size", "next_wave"]
+__all__ = [
+    "Judge",
+    "Sample",
+    "SamplingResult",
+    "draw_samples",
+    "first_wave_size",
+    "next_wave",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +82,12 @@ class SamplingResult(msgspec.Struct):
     def early_stopped(self) -> bool:
         """Whether the stopping rule left samples undrawn (``stopped`` says which rule)."""
         return self.stopped != "full"
+
+
+Judge = Callable[[Sequence["Sample"]], Awaitable[bool | None]]
+"""Looks at one wave's samples under ``stop = "threshold"``: True to stop (a reward
+reached the threshold), False to draw the next wave, None when it can no longer judge
+(draw the rest of N at once)."""
 
 
 def next_wave(counts: Counter[str], remaining: int) -> int:
@@ -113,6 +134,7 @@ async def draw_samples(
     seed: int | None = None,
     first_wave: int | None = None,
     result: SamplingResult | None = None,
+    judge: Judge | None = None,
 ) -> SamplingResult:
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
 
@@ -120,7 +142,8 @@ async def draw_samples(
     so samples differ but a request is reproducible. Stopping early needs an extractor.
     ``first_wave``: exact stopping's first wave is at least this many (``first_wave_size``
     from the agreement the tier's votes have had), so a vote that agrees as usual is
-    decided in one round trip.
+    decided in one round trip. ``judge``: with ``stop.kind == "threshold"``, what decides
+    after each wave (:data:`Judge`); without one that rule draws all N.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
@@ -182,6 +205,9 @@ async def draw_samples(
 
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:
+        if judge is not None and stop.kind == "threshold":
+            await _judged_waves(n, judge, launch, settle, pending, result)
+            return result
         opening = wave(n) if stopping else n
         if stopping and stop.kind == "exact" and first_wave is not None:
             opening = max(opening, min(first_wave, n))
@@ -225,6 +251,35 @@ async def draw_samples(
             if pending:
                 await asyncio.wait(pending)
     return result
+
+
+async def _judged_waves(
+    n: int,
+    judge: Judge,
+    launch: Callable[..., None],
+    settle: Callable[[asyncio.Task[Completion]], int],
+    pending: dict[asyncio.Task[Completion], int],
+    result: SamplingResult,
+) -> None:
+    """The threshold rule's loop: a wave, all of it in (top-ups too), judged, the next."""
+    waves = list(threshold_waves(n))
+    judged = 0
+    launch(waves.pop(0))
+    while pending:
+        done, _ = await asyncio.wait(pending, return_when=asyncio.ALL_COMPLETED)
+        for task in done:
+            if short := settle(task):
+                launch(short, top_up=True)
+        if pending:
+            continue  # top-ups for short answers: the wave is not in yet
+        fresh, judged = result.samples[judged:], len(result.samples)
+        verdict = await judge(fresh) if fresh else False
+        if verdict:
+            if result.launched < n:
+                result.stopped = "threshold"
+            return
+        if result.launched < n:
+            launch(n - result.launched if verdict is None else waves.pop(0))
 
 
 def _collect(

@@ -301,7 +301,7 @@ def _panels() -> list[Panel]:
     lay.add(
         timeseries(
             "Samples saved",
-            "Share of the policy's N not drawn because the vote stopped early: saved / "
+            "Share of the policy's N not drawn because the request stopped early: saved / "
             "(saved + drawn).",
             [target(ratio(saved, f"({saved}\n+\n{rate('iapo_samples_total')})"))],
             "percentunit",
@@ -312,7 +312,8 @@ def _panels() -> list[Panel]:
         timeseries(
             "Stop reason",
             "Requests per second by how their sampling stopped: full (all N), exact (the "
-            "vote could not change), confident (the leader almost surely wins).",
+            "vote could not change), confident (the leader almost surely wins), threshold "
+            "(Best-of-N: a reward reached the tier's threshold).",
             [
                 target(
                     rate("iapo_vote_stops_total", by=f"{BY}, reason"),

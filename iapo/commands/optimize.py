@@ -305,3 +305,20 @@ def _print_tables(console: Console, result: OptimizationResult) -> None:
             "-" if dj is None else _fmt_arm(ids[dj.prompt], dj.n, dj.utility),
         )
     console.print(table)
+    for name, report in result.tiers.items():
+        rule = report.threshold
+        if rule is None:
+            continue
+        if not rule.stops:
+            console.print(
+                f"tier {name}: stop = threshold does not beat fixed N={rule.n} on the "
+                f"{rule.queries} sampled queries; it never stops early"
+            )
+            continue
+        console.print(
+            f"tier {name}: stop at a reward ≥ {rule.threshold:.4g} or N={rule.n}, "
+            f"{rule.expected_samples:.2f} samples a request; on the {rule.queries} sampled "
+            f"queries utility {rule.utility:.4f} vs {rule.fixed_utility:.4f} at fixed "
+            f"N={report.chosen.n} (the pooled closed form t*={rule.pooled_threshold:.4g}: "
+            f"{rule.pooled_utility:.4f})"
+        )
