@@ -361,4 +361,5 @@ def record_of(outcome: TaskOutcome, latency_s: float, *, content: bool = False) 
         status=outcome.status,
         error=None if error is None else error.code or type(error).__name__,
         content=None if text is None else text.decode(),
+        stopped=outcome.stopped if outcome.launched else None,
     )
