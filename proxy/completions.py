@@ -39,7 +39,7 @@ from policies import (
 from proxy.metrics import status_class
 from proxy.requestlog import RequestRecord
 from proxy.route import TaskPlan
-from proxy.sampling import Sample, SamplingResult, draw_samples, first_wave_size
+from proxy.sampling import Sample, SamplingResult, draw_samples
 from proxy.service import ProxyService
 from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
@@ -92,6 +92,7 @@ class TaskOutcome(msgspec.Struct, frozen=True):
     error: ApiError | None = None
     stopped: StopKind = "full"
     waves: int = 0
+    decided_at: int | None = None
 
     @property
     def cost(self) -> float:
@@ -170,6 +171,7 @@ def task_outcome(
         early_stopped=spent.early_stopped,
         stopped=spent.stopped,
         waves=spent.waves,
+        decided_at=spent.decided_at,
         first_text=spent.samples[0].text if spent.samples else None,
         agreement=aggregate.agreement,
         score=aggregate.score,
@@ -217,17 +219,20 @@ async def run_task(
 ) -> Aggregate:
     """Sample into ``spent`` and aggregate; raises ApiError if no sample arrived."""
     majority = plan.choice.strategy == "majority"
+    stop = plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL
+    # The policy's expected samples were priced under its own rule at its own N.
+    priced = (stop.kind, stop.delta, plan.n) == (plan.choice.stop, plan.choice.delta, plan.choice.n)
     await draw_samples(
         service.upstreams[plan.spec.name],
         plan.body,
         n=plan.n,
         supports_n=plan.spec.supports_n,
         extractor=plan.fields.extractor if majority else None,
-        stop=plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL,
+        stop=stop,
         deadline=deadline,
         seed=plan.view.seed,
-        first_wave=first_wave_size(
-            plan.n, service.mean_agreement.get((plan.served.name, plan.tier_name))
+        first_wave=service.waves.first_wave(
+            wave_key(plan), plan.n, plan.choice.expected_samples if priced else None
         ),
         result=spent,
     )
@@ -236,6 +241,11 @@ async def run_task(
     if majority:
         return _vote(service, plan, spent.samples)
     return await _best_of_n(service, plan, spent.samples, deadline)
+
+
+def wave_key(plan: TaskPlan) -> tuple[str, str, int]:
+    """Whose decision points size a request's first wave: its task, tier and N."""
+    return (plan.served.name, plan.tier_name, plan.n)
 
 
 def _vote(service: ProxyService, plan: TaskPlan, samples: list[Sample]) -> Aggregate:
@@ -320,11 +330,9 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
             per_sample = outcome.completion_tokens / outcome.used
             means = service.mean_completion_tokens
             means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
+    service.waves.record(wave_key(plan), outcome.decided_at)
     if outcome.agreement is not None:
         metrics.vote_agreement.labels(task, tier).observe(outcome.agreement)
-        key = (task, plan.tier_name)
-        agreements = service.mean_agreement
-        agreements[key] = 0.9 * agreements.get(key, outcome.agreement) + 0.1 * outcome.agreement
     if outcome.unextractable:
         metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
     if outcome.score is not None:
