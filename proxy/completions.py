@@ -222,6 +222,7 @@ async def run_task(
     stop = plan.served.stops[plan.tier_name] if majority and not plan.fields.tools else FULL
     # The policy's expected samples were priced under its own rule at its own N.
     priced = (stop.kind, stop.delta, plan.n) == (plan.choice.stop, plan.choice.delta, plan.choice.n)
+    key = wave_key(plan)
     await draw_samples(
         service.upstreams[plan.spec.name],
         plan.body,
@@ -232,8 +233,11 @@ async def run_task(
         deadline=deadline,
         seed=plan.view.seed,
         first_wave=service.waves.first_wave(
-            wave_key(plan), plan.n, plan.choice.expected_samples if priced else None
+            key, plan.n, plan.choice.expected_samples if priced else None
         ),
+        # Later waves too for exact stopping (for confident they cost more than they gain:
+        # bench/README.md, "Stopping early").
+        decision_points=service.waves.learned(key) if stop.kind == "exact" else (),
         result=spent,
     )
     if not spent.samples:

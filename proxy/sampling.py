@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from policies import ApiError, Extractor, StopKind, StopRule
 from proxy.upstream import ResendBudget, UpstreamClient
-from proxy.waves import decision_point
+from proxy.waves import decision_point, wave_target
 from proxy.wire import Completion
 
 __all__ = ["Sample", "SamplingResult", "draw_samples", "next_wave"]
@@ -107,6 +108,7 @@ async def draw_samples(
     deadline: float,
     seed: int | None = None,
     first_wave: int | None = None,
+    decision_points: Sequence[int] = (),
     result: SamplingResult | None = None,
 ) -> SamplingResult:
     """Draw up to ``n`` samples of ``body`` (stream off, ``n`` set here).
@@ -200,7 +202,9 @@ async def draw_samples(
                 # calls still out could decide the vote, instead of waiting for all of them.
                 missing = wave(unanswered) - sum(pending.values())
                 if missing > 0:
-                    launch(min(missing, n - result.launched))
+                    # Undecided past the first wave: size the next from the votes that were too.
+                    target = wave_target(n, decision_points, result.launched)
+                    launch(min(max(missing, target - result.launched), n - result.launched))
             elif not pending and result.launched < n:
                 launch(n - result.launched)
         if stopping and not result.failed:

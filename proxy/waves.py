@@ -6,8 +6,10 @@ its answers, in the order they arrived, at which the stopping rule says stop
 one round trip. A first wave of m costs max(m, D) samples (more if later waves overshoot)
 and a second round trip when D > m, so the wave that draws the fewest samples while
 sending at most a share ``second_trip`` of requests round again is the (1 − second_trip)
-quantile of D (``first_wave_size``). ``WaveHistory`` keeps the last decision points per
-(task, tier, N).
+quantile of D (``first_wave_size``). A vote still undecided when its calls in flight can
+no longer decide it is one of those with D past what it launched; its next wave is the
+same quantile of those (``wave_target``), so few votes need more than two round trips.
+``WaveHistory`` keeps the last decision points per (task, tier, N).
 
 D is measured on the samples that arrived, which are a prefix of the request's sample
 sequence and at least D long (the sampler stops at D or, with calls arriving together,
@@ -36,6 +38,7 @@ __all__ = [
     "WaveHistory",
     "decision_point",
     "first_wave_size",
+    "wave_target",
 ]
 
 SECOND_TRIP = 0.6  # the share of requests a first wave may leave undecided (bench/README.md)
@@ -67,12 +70,22 @@ def first_wave_size(n: int, points: Sequence[int], *, second_trip: float = SECON
     The fewer samples a first wave has, the fewer a request draws, so among waves that
     keep the chance of a second round trip within ``second_trip`` this one draws fewest.
     """
-    if not points:
-        return n
-    ordered = sorted(points)
+    return wave_target(n, points, 0, second_trip=second_trip) or n
+
+
+def wave_target(
+    n: int, points: Sequence[int], launched: int, *, second_trip: float = SECOND_TRIP
+) -> int:
+    """How many samples in all a vote still undecided after ``launched`` should have
+    launched by the end of its next wave: the first-wave rule applied to the points past
+    ``launched`` (a vote not decided by then is one of them). 0 if none are past it.
+    """
+    later = sorted(p for p in points if p > launched)
+    if not later:
+        return 0
     # The ⌈(1 − second_trip)·count⌉-th smallest: that share of points is at most it.
-    rank = max(1, math.ceil((1.0 - second_trip) * len(ordered) - 1e-9))
-    return max(1, min(n, ordered[rank - 1]))
+    rank = max(1, math.ceil((1.0 - second_trip) * len(later) - 1e-9))
+    return max(1, min(n, later[rank - 1]))
 
 
 class WaveHistory:
@@ -100,7 +113,13 @@ class WaveHistory:
         points.append(point)
 
     def points(self, key: Hashable) -> list[int]:
+        """The decision points kept for ``key``, oldest first."""
         return list(self._points.get(key, ()))
+
+    def learned(self, key: Hashable) -> list[int]:
+        """The decision points for ``key`` if there are enough to size waves from, else []."""
+        points = self._points.get(key, ())
+        return list(points) if len(points) >= self.min_points else []
 
     def first_wave(
         self, key: Hashable, n: int, expected_samples: float | None = None
@@ -108,8 +127,8 @@ class WaveHistory:
         """The first wave for a request under ``key``: from its history once there is
         enough of it, else the policy's ``expected_samples`` (rounded up), else None (the
         sampler's own opening wave)."""
-        points = self._points.get(key)
-        if points is not None and len(points) >= self.min_points:
+        points = self.learned(key)
+        if points:
             return first_wave_size(n, points, second_trip=self.second_trip)
         if expected_samples is not None:
             return max(1, min(n, math.ceil(expected_samples - 1e-9)))

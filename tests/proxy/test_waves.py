@@ -15,7 +15,7 @@ import pytest
 
 from policies import ExtractorSpec, StopRule, make_extractor
 from proxy.sampling import draw_samples
-from proxy.waves import WaveHistory, decision_point, first_wave_size
+from proxy.waves import WaveHistory, decision_point, first_wave_size, wave_target
 from tests.proxy.conftest import chat_body, make_config, running_proxy
 from tests.proxy.scripted import ScriptedUpstream, mock_client
 
@@ -100,10 +100,12 @@ def test_history_falls_back_to_expected_samples_then_keeps_the_latest() -> None:
         history.record("k", 8)
     assert history.points("k") == [8, 8, 8]
     assert history.first_wave("k", 8, expected_samples=5.2) == 6  # 3 < min_points
+    assert history.learned("k") == []
     for _ in range(10):
         history.record("k", 5)
     assert history.points("k") == [5] * 10  # the 8s are gone
     assert history.first_wave("k", 8) == 5
+    assert history.learned("k") == [5] * 10
     assert history.first_wave("other", 8) is None
 
 
@@ -186,3 +188,40 @@ async def test_the_proxy_learns_decision_points_and_logs_how_requests_stopped(
         ("premium", "confident"),
         ("standard", "exact"),
     ]
+
+
+def test_a_later_wave_is_the_first_wave_rule_on_the_votes_still_undecided(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        n = int(rng.integers(2, 33))
+        points = [int(p) for p in rng.integers(n // 2 + 1, n + 1, size=int(rng.integers(1, 40)))]
+        launched = int(rng.integers(0, n))
+        later = [p for p in points if p > launched]
+        target = wave_target(n, points, launched, second_trip=0.4)
+        where = f"seed {seed}: n={n} launched={launched} points={points}"
+        if later:
+            assert target == first_wave_size(n, later, second_trip=0.4), where
+            assert target > launched, where
+        else:
+            assert target == 0, where
+
+
+@pytest.mark.parametrize(("points", "waves", "launched"), [((), 3, 8), ((8,) * 20, 2, 8)])
+async def test_later_waves_follow_the_votes_that_were_undecided_as_long(
+    points: tuple[int, ...], waves: int, launched: int
+) -> None:
+    # 3-2 after the minimal first wave of 5: waves of 2 and 1 follow, unless the history
+    # says votes undecided after 5 went on to 8; then the rest goes out at once.
+    handler, _ = serving(["1", "2", "1", "2", "1", "2", "1", "1"])
+    result = await draw_samples(
+        mock_client(handler),
+        {},
+        n=8,
+        supports_n=True,
+        extractor=make_extractor(ExtractorSpec()),
+        stop=EXACT,
+        deadline=asyncio.get_running_loop().time() + 5,
+        decision_points=points,
+    )
+    assert (result.waves, result.launched, result.decided_at) == (waves, launched, 8)
+    assert len(result.samples) + result.failed + result.cancelled == result.launched
