@@ -342,9 +342,14 @@ def curve_svg(rows: list[dict[str, float]]) -> str:
     series: dict[str, list[tuple[float, float, str]]] = {}
     for row in rows:
         label = "exact" if row["delta"] == 0 else f"δ={row['delta']:g}"
-        series.setdefault(f"N={row['n']:.0f}", []).append(
-            (row["saved"] * 100, row["accuracy"] * 100, label)
-        )
+        point = (row["saved"] * 100, row["accuracy"] * 100, label)
+        points = series.setdefault(f"N={row['n']:.0f}", [])
+        if points and np.allclose(points[-1][:2], point[:2]):
+            # δ values that stop alike share one point: "exact–δ=0.01", not three labels
+            first = points[-1][2].split("–")[0]
+            points[-1] = (*points[-1][:2], f"{first}–{label}")
+        else:
+            points.append(point)
     return render_xy(
         "MATH: confident stopping, accuracy vs samples saved",
         series,
