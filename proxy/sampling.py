@@ -11,8 +11,9 @@ counted as they arrive, and the window slides: as each call returns, more are la
 if those still in flight could no longer decide the vote alone, so a slow call does not
 hold back the next wave. A first wave sized from where the tier's votes usually decide
 (``proxy.waves``) ends most requests in one round trip, the latency of drawing all N, at
-the cost of a few samples. Once the rule says stop, calls still running are cancelled.
-A failed call costs its samples, the rest still vote.
+the cost of a few samples; exact stopping sizes its later waves the same way. Once the
+rule says stop, calls still running are cancelled. A failed call costs its samples, the
+rest still vote.
 
     result = await draw_samples(client, body, n=8, supports_n=True, extractor=extract,
                                 stop=StopRule(kind="exact"), deadline=t)
@@ -117,7 +118,9 @@ async def draw_samples(
     so samples differ but a request is reproducible. Stopping early needs an extractor.
     ``first_wave``: an early-stopping first wave is at least this many (``proxy.waves``,
     from where the tier's votes have decided), so a vote that decides as usual does so
-    in one round trip.
+    in one round trip. ``decision_points``: where earlier votes decided; a vote the calls
+    in flight can no longer decide then tops up to ``proxy.waves.wave_target`` of them,
+    not just the fewest samples that could decide it.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
