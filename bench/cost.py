@@ -1,20 +1,33 @@
 """What stopping early saves and costs, on MATH replay: samples, accuracy, p50/p99.
 
-    .venv/bin/python bench/cost.py                          # N = 8 and 32, 300 requests each
-    .venv/bin/python bench/cost.py --n 16 --requests 500 --latency-ms 50
+    .venv/bin/python bench/cost.py --curve bench/cost_curve.svg  # N = 8, 16, 32; 500 requests
+    .venv/bin/python bench/cost.py --n 16 --requests 200 --curve-n
 
-A first version. It runs the proxy's sampler (``proxy.sampling.draw_samples``) in
-process against an upstream that answers from ``MATH_final.npz`` with a latency drawn
-uniformly from [0.5, 1.5] × ``--latency-ms`` per call, as ``iapo simulate`` does; not
-through ``iapo serve`` (the proxy adds ~2 ms, see ``bench/proxy.py``). Each request is a
-random (prompt, test question) pair with a fixed sequence of N sampled answers, the same
-sequence for every rule, so the rules differ only in where they stop. Rules: fixed N
-(``full``), exact stopping with the first wave sized from the running mean agreement
-(as the proxy does) and without it, and confident stopping at two δ. Accuracy is the
-vote's answer against the gold answer (ties broken at random with a fixed seed);
-"differs" is the share of requests whose full vote has a unique winner and whose answer
-is not it. Every rule slides its window (``draw_samples``); "minimal first wave" opens
-with the fewest samples that could decide, as the waves before this change did.
+It runs the proxy's sampler (``proxy.sampling.draw_samples``, first waves sized by
+``proxy.waves.WaveHistory`` as the proxy does) in process against an upstream that
+answers from ``MATH_final.npz`` with a latency drawn uniformly from [0.5, 1.5] ×
+``--latency-ms`` per call, as ``iapo simulate`` does; not through ``iapo serve`` (the
+proxy adds ~2 ms, see ``bench/proxy.py``). Each request is a random (prompt, test
+question) pair with a fixed sequence of N sampled answers, the same sequence for every
+rule, so the rules differ only in where they stop.
+
+Rules (``RULES``): fixed N (``full``); exact stopping with waves as they were before the
+sliding window (each wave the fewest samples that could decide, ``next_wave``, waited
+for in full; written here with ``UpstreamClient.chat``), the baseline whose savings the
+others keep a share of; the proxy's sliding window with its first wave minimal, sized
+from history, and with later waves sized too (what the proxy does for exact stopping);
+confident stopping as it was (waves ≤ N/4), with a sized first wave (what the proxy
+does) and with sized later waves. A sized rule's history starts with the decision points
+of 256 other requests (what earlier traffic would have taught the proxy), then learns
+from its own. A request's samples count as drawn when launched (a cancelled call is
+billed). Accuracy is the vote's answer against the gold answer (ties broken at random
+with a fixed seed); "differs" is the share of requests whose full vote has a unique
+winner and whose answer is not it. ± is one standard error (bootstrap for p50).
+
+``curve_rows`` is the accuracy-savings trade-off of confident stopping over δ (δ = 0:
+exact), drawing one sample at a time (no waves: what the rule itself needs).
+Sections are functions returning rows (``math_rows``, ``curve_rows``) so other sections
+(``bench/cost_assist.py``, optimizer policies) can sit beside them.
 """
 
 from __future__ import annotations
@@ -24,29 +37,98 @@ import asyncio
 import json
 import random
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policies import ExtractorSpec, StopRule, majority_vote, make_extractor  # noqa: E402
+from optimizer.svg import render_xy  # noqa: E402
+from policies import (  # noqa: E402
+    Extractor,
+    ExtractorSpec,
+    StopRule,
+    majority_vote,
+    make_extractor,
+)
 from proxy.breaker import CircuitBreaker  # noqa: E402
 from proxy.config import RetryConfig  # noqa: E402
 from proxy.metrics import ProxyMetrics  # noqa: E402
-from proxy.sampling import draw_samples, first_wave_size  # noqa: E402
+from proxy.sampling import draw_samples, next_wave  # noqa: E402
 from proxy.upstream import UpstreamClient  # noqa: E402
+from proxy.waves import SECOND_TRIP, WaveHistory, decision_point  # noqa: E402
 
+Row = dict[str, Any]
 DATA = ROOT.parent / "shared" / "data" / "MATH_final.npz"
-RULES: dict[str, tuple[StopRule, bool]] = {
-    "full": (StopRule(kind="full"), False),
-    "exact, minimal first wave": (StopRule(kind="exact"), False),
-    "exact, sized first wave": (StopRule(kind="exact"), True),
-    "confident δ=0.01": (StopRule(kind="confident", delta=0.01), True),
-    "confident δ=0.05": (StopRule(kind="confident", delta=0.05), True),
+EXACT = StopRule(kind="exact")
+BASELINE = "exact, waves as before"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row's way of drawing: ``sampler`` "waves" is the old waves, "window" the proxy's
+    ``draw_samples``; ``sized``: first wave from history; ``baseline``: whose savings it
+    keeps a share of."""
+
+    stop: StopRule
+    sampler: str = "window"
+    sized: bool = False
+    later: bool = False
+    baseline: str | None = BASELINE
+
+
+RULES: dict[str, Rule] = {
+    "full": Rule(StopRule(kind="full"), baseline=None),
+    BASELINE: Rule(EXACT, sampler="waves", baseline=None),
+    "exact, window, minimal first wave": Rule(EXACT),
+    "exact, window, sized first wave": Rule(EXACT, sized=True),
+    "exact, window, sized waves (the proxy)": Rule(EXACT, sized=True, later=True),
+    "confident δ=0.05, first wave ≤ N/4": Rule(
+        StopRule(kind="confident", delta=0.05), baseline=None
+    ),
+    "confident δ=0.05, sized first wave (the proxy)": Rule(
+        StopRule(kind="confident", delta=0.05),
+        sized=True,
+        baseline="confident δ=0.05, first wave ≤ N/4",
+    ),
+    "confident δ=0.05, sized waves": Rule(
+        StopRule(kind="confident", delta=0.05),
+        sized=True,
+        later=True,
+        baseline="confident δ=0.05, first wave ≤ N/4",
+    ),
 }
+DELTAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """``sequences[r]``: request r's N answers (category indices); ``gold[r]`` its answer."""
+
+    n: int
+    sequences: list[list[int]]
+    gold: list[int]
+
+
+def make_requests(table: Path, n: int, count: int, seed: int) -> Requests:
+    """``count`` random (prompt, test question) pairs with N answers drawn for each."""
+    data = np.load(table)
+    probs, gold_all = data["cat_probs_test"], data["answers_test"]
+    rng = np.random.default_rng(seed + n)
+    sequences, gold = [], []
+    for _ in range(count):
+        p, q = int(rng.integers(probs.shape[0])), int(rng.integers(probs.shape[1]))
+        dist = probs[p, q] / probs[p, q].sum()
+        sequences.append([int(c) for c in rng.choice(len(dist), size=n, p=dist)])
+        gold.append(int(gold_all[q]))
+    return Requests(n, sequences, gold)
 
 
 def upstream(sequences: list[list[int]], latency_s: float, seed: int) -> UpstreamClient:
@@ -83,92 +165,245 @@ def upstream(sequences: list[list[int]], latency_s: float, seed: int) -> Upstrea
     )
 
 
-async def run_rule(
-    name: str,
-    sequences: list[list[int]],
-    gold: list[int],
+async def waves_as_before(
+    client: UpstreamClient,
+    rid: int,
     n: int,
-    args: argparse.Namespace,
-) -> dict[str, float]:
-    stop, sized = RULES[name]
-    client = upstream(sequences, args.latency_ms / 1000, args.seed)
+    extract: Extractor,
+    *,
+    supports_n: bool,
+    deadline: float,
+) -> tuple[list[str | None], int]:
+    """Exact stopping as it was: wave = ``next_wave``, wait for all of it, repeat.
+    Returns the answers and the samples launched."""
+    counts: Counter[str] = Counter()
+    answers: list[str | None] = []
+    while len(answers) < n and not EXACT.decided(counts, n - len(answers)):
+        k = next_wave(counts, n - len(answers))
+        sizes = [k] if supports_n else [1] * k
+        calls = [
+            client.chat(msgspec.json.encode({"rid": rid, "n": size}), deadline=deadline)
+            for size in sizes
+        ]
+        for completion in await asyncio.gather(*calls):
+            for choice in completion.choices:
+                answer = extract(choice.text)
+                answers.append(answer)
+                if answer is not None:
+                    counts[answer] += 1
+    return answers, len(answers)
+
+
+def _se(values: npt.NDArray[np.float64]) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def _p50_se(latencies: npt.NDArray[np.float64], seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(latencies), size=(500, len(latencies)))
+    return float(np.median(latencies[picks], axis=1).std(ddof=1))
+
+
+async def run_rule(name: str, requests: Requests, args: argparse.Namespace) -> Row:
+    """One row: ``name``'s savings, accuracy, answers differing from the full vote, p50/p99."""
+    rule, n = RULES[name], requests.n
+    client = upstream(requests.sequences, args.latency_ms / 1000, args.seed)
     extract = make_extractor(ExtractorSpec(kind="boxed"))
     semaphore = asyncio.Semaphore(args.concurrency)
-    mean_agreement: list[float | None] = [None]
-    latencies, drawn, correct, differs = [], 0, 0.0, 0
+    history = WaveHistory(second_trip=args.second_trip)
+    if rule.sized:
+        # What earlier traffic would have taught the proxy: decision points of other requests.
+        warm = make_requests(args.table, n, history.size, args.seed + 1)
+        for sequence in warm.sequences:
+            history.record(n, decision_point([str(a) for a in sequence], n, rule.stop))
+    count = len(requests.sequences)
+    latencies, drawn, correct, differs = np.zeros(count), np.zeros(count), np.zeros(count), 0
     loop = asyncio.get_running_loop()
 
     async def one(rid: int) -> None:
-        nonlocal drawn, correct, differs
+        nonlocal differs
         async with semaphore:
-            first = first_wave_size(n, mean_agreement[0]) if sized else None
             start = loop.time()
-            result = await draw_samples(
-                client,
-                {"rid": rid},
-                n=n,
-                supports_n=args.supports_n,
-                extractor=extract,
-                stop=stop,
-                deadline=loop.time() + 60,
-                first_wave=first,
-            )
-            latencies.append(loop.time() - start)
-        vote = majority_vote([s.answer for s in result.samples], np.random.default_rng(rid))
-        full = majority_vote([str(a) for a in sequences[rid]], np.random.default_rng(rid))
-        drawn += result.launched
-        correct += vote.answer == str(gold[rid])
+            if rule.sampler == "waves":
+                answers, launched = await waves_as_before(
+                    client, rid, n, extract, supports_n=args.supports_n, deadline=start + 60
+                )
+            else:
+                result = await draw_samples(
+                    client,
+                    {"rid": rid},
+                    n=n,
+                    supports_n=args.supports_n,
+                    extractor=extract,
+                    stop=rule.stop,
+                    deadline=start + 60,
+                    first_wave=history.first_wave(n, n) if rule.sized else None,
+                    decision_points=history.learned(n) if rule.later else (),
+                )
+                if result.errors:
+                    raise result.errors[0]
+                history.record(n, result.decided_at)
+                answers, launched = [s.answer for s in result.samples], result.launched
+            latencies[rid] = loop.time() - start
+        tie_break = np.random.default_rng(rid)
+        vote = majority_vote(answers, tie_break)
+        full = majority_vote([str(a) for a in requests.sequences[rid]], np.random.default_rng(rid))
+        drawn[rid] = launched
+        correct[rid] = vote.answer == str(requests.gold[rid])
         differs += len(full.tied) == 1 and vote.answer != full.answer
-        a = vote.agreement
-        mean_agreement[0] = a if mean_agreement[0] is None else 0.9 * mean_agreement[0] + 0.1 * a
 
-    await asyncio.gather(*(one(rid) for rid in range(len(sequences))))
-    count = len(sequences)
+    await asyncio.gather(*(one(rid) for rid in range(count)))
+    saved = 1 - drawn / n
     return {
-        "saved": 1 - drawn / (n * count),
-        "accuracy": correct / count,
+        "n": n,
+        "rule": name,
+        "saved": float(saved.mean()),
+        "saved_se": _se(saved),
+        "accuracy": float(correct.mean()),
         "differs": differs / count,
-        "p50": float(np.percentile(latencies, 50)) * 1000,
+        "p50": float(np.median(latencies)) * 1000,
+        "p50_se": _p50_se(latencies, args.seed) * 1000,
         "p99": float(np.percentile(latencies, 99)) * 1000,
     }
 
 
+async def math_rows(args: argparse.Namespace) -> list[Row]:
+    """The MATH section: one row per (N, rule), with the p50 ratio to fixed N and the
+    share of the baseline rule's savings kept."""
+    rows: list[Row] = []
+    for n in args.n:
+        requests = make_requests(args.table, n, args.requests, args.seed)
+        by_name: dict[str, Row] = {}
+        for name, rule in RULES.items():
+            if args.rules and rule.baseline is not None and name not in args.rules:
+                continue
+            row = by_name[name] = await run_rule(name, requests, args)
+            row["p50_ratio"] = float(row["p50"]) / float(by_name["full"]["p50"])
+            base = by_name.get(rule.baseline) if rule.baseline else None
+            row["share"] = (
+                float(row["saved"]) / float(base["saved"]) if base and base["saved"] else None
+            )
+            rows.append(row)
+            if args.progress:
+                print(format_math_row(row), flush=True)
+    return rows
+
+
+def curve_rows(table: Path, ns: list[int], count: int, seed: int) -> list[dict[str, float]]:
+    """Accuracy against samples saved for confident stopping over ``DELTAS`` (δ = 0:
+    exact), one sample at a time, on the same kind of requests as ``math_rows``."""
+    rows = []
+    for n in ns:
+        requests = make_requests(table, n, count, seed)
+        for delta in (0.0, *DELTAS):
+            stop = EXACT if delta == 0.0 else StopRule(kind="confident", delta=delta)
+            saved, correct, differs = np.zeros(count), np.zeros(count), 0
+            for rid, sequence in enumerate(requests.sequences):
+                answers: list[str | None] = [str(a) for a in sequence]
+                point = decision_point(answers, n, stop)
+                assert point is not None
+                vote = majority_vote(answers[:point], np.random.default_rng(rid))
+                full = majority_vote(answers, np.random.default_rng(rid))
+                saved[rid] = 1 - point / n
+                correct[rid] = vote.answer == str(requests.gold[rid])
+                differs += len(full.tied) == 1 and vote.answer != full.answer
+            rows.append(
+                {
+                    "n": n,
+                    "delta": delta,
+                    "saved": float(saved.mean()),
+                    "saved_se": _se(saved),
+                    "accuracy": float(correct.mean()),
+                    "accuracy_se": _se(correct),
+                    "differs": differs / count,
+                }
+            )
+    return rows
+
+
+def format_math_row(row: Row) -> str:
+    share = row.get("share")
+    return (
+        f"| {row['n']} | {row['rule']} | {row['saved']:.1%} ± {row['saved_se']:.1%} | "
+        f"{'' if share is None else f'{share:.0%}'} | {row['accuracy']:.1%} | "
+        f"{row['differs']:.1%} | {row['p50']:.0f} ± {row['p50_se']:.0f} | "
+        f"{row['p50_ratio']:.2f} | {row['p99']:.0f} |"
+    )
+
+
+MATH_HEADER = (
+    "| N | rule | samples saved | share of baseline's savings | accuracy "
+    "| differs from full vote | p50 ms | p50 / full | p99 ms |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def curve_svg(rows: list[dict[str, float]]) -> str:
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    for row in rows:
+        label = "exact" if row["delta"] == 0 else f"δ={row['delta']:g}"
+        point = (row["saved"] * 100, row["accuracy"] * 100, label)
+        points = series.setdefault(f"N={row['n']:.0f}", [])
+        if points and np.allclose(points[-1][:2], point[:2]):
+            # δ values that stop alike share one point: "exact–δ=0.01", not three labels
+            first = points[-1][2].split("–")[0]
+            points[-1] = (*points[-1][:2], f"{first}–{label}")
+        else:
+            points.append(point)
+    return render_xy(
+        "MATH: confident stopping, accuracy vs samples saved",
+        series,
+        x_label="samples saved (%)",
+        y_label="accuracy (%)",
+    )
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    table = np.load(args.table)
-    probs, gold_all = table["cat_probs_test"], table["answers_test"]
     print(
         f"MATH replay ({args.table.name}, test split), {args.requests} requests per cell, "
         f"concurrency {args.concurrency}, latency {args.latency_ms} ms ±50%, "
         f"{'n honoured' if args.supports_n else 'fan-out'}, seed {args.seed}\n"
     )
-    print("| N | rule | samples saved | accuracy | differs from full vote | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for n in args.n:
-        rng = np.random.default_rng(args.seed + n)
-        sequences, gold = [], []
-        for _ in range(args.requests):
-            p, q = int(rng.integers(probs.shape[0])), int(rng.integers(probs.shape[1]))
-            dist = probs[p, q] / probs[p, q].sum()
-            sequences.append([int(c) for c in rng.choice(len(dist), size=n, p=dist)])
-            gold.append(int(gold_all[q]))
-        for name in RULES:
-            row = await run_rule(name, sequences, gold, n, args)
+    print(MATH_HEADER)
+    rows = await math_rows(args)
+    if not args.progress:
+        for row in rows:
+            print(format_math_row(row))
+    if args.curve_n:
+        curve = curve_rows(args.table, args.curve_n, args.curve_requests, args.seed)
+        print(
+            f"\nConfident stopping over δ, one sample at a time, {args.curve_requests} requests\n"
+        )
+        print("| N | δ | samples saved | accuracy | differs from full vote |")
+        print("| --- | --- | --- | --- | --- |")
+        for row in curve:
+            delta = "0 (exact)" if row["delta"] == 0 else f"{row['delta']:g}"
             print(
-                f"| {n} | {name} | {row['saved']:.1%} | {row['accuracy']:.1%} | "
-                f"{row['differs']:.1%} | {row['p50']:.0f} | {row['p99']:.0f} |",
-                flush=True,
+                f"| {row['n']:.0f} | {delta} | {row['saved']:.1%} ± {row['saved_se']:.1%} | "
+                f"{row['accuracy']:.1%} ± {row['accuracy_se']:.1%} | {row['differs']:.1%} |"
             )
+        if args.curve is not None:
+            args.curve.write_text(curve_svg(curve))
+            print(f"\ncurve written to {args.curve}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=DATA)
-    parser.add_argument("--n", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--n", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--supports-n", action="store_true", help="one call with n=k per wave")
+    parser.add_argument("--curve-n", type=int, nargs="*", default=[8, 32])
+    parser.add_argument("--curve-requests", type=int, default=2000)
+    parser.add_argument("--curve", type=Path, help="write the δ curve as an SVG picture")
+    parser.add_argument(
+        "--second-trip", type=float, default=SECOND_TRIP, help="WaveHistory's second_trip"
+    )
+    parser.add_argument("--rules", nargs="*", help="only these rows (full and baselines kept)")
+    parser.add_argument("--progress", action="store_true", help="print rows as they finish")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -1,6 +1,7 @@
 """An SVG picture of estimated utility against N: one panel per tier, the top prompts as
 curves with their 95% interval bands, the chosen arm marked. Hand-written SVG, no
-plotting dependency.
+plotting dependency. ``render_xy`` draws plain labelled points joined by lines, with the
+same ticks and colours (the benchmarks' trade-off curves).
 
 The "deceiving prompt" shows as a curve that starts highest at N=1 and ends below
 another as N grows. Nothing is written over the plot area: the legend (a short text
@@ -12,11 +13,12 @@ curves or each other. Elements carry classes (``tier``, ``curve``, ``band``, ``c
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from optimizer.result import Estimates
 
-__all__ = ["nice_ticks", "render_report", "short_label"]
+__all__ = ["nice_ticks", "render_report", "render_xy", "short_label"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 PANEL_W, PLOT_H = 520, 260
@@ -248,3 +250,82 @@ def render_report(estimates: Estimates, *, top: int = 4) -> str:
             "",
         ]
     )
+
+
+def render_xy(
+    title: str,
+    series: Mapping[str, Sequence[tuple[float, float, str]]],
+    *,
+    x_label: str,
+    y_label: str,
+) -> str:
+    """An SVG document with one line per series through its points ``(x, y, label)``,
+    each point marked and labelled; the legend names the series below the plot."""
+    xs = [x for points in series.values() for x, _, _ in points] or [0.0]
+    ys = [y for points in series.values() for _, y, _ in points] or [0.0]
+    x_ticks, y_ticks = nice_ticks(min(xs), max(xs), count=6), nice_ticks(min(ys), max(ys), count=6)
+    w = PANEL_W - LEFT - RIGHT
+    bottom = TOP + PLOT_H
+    height = bottom + AXIS_H + LINE_H * len(series) + 12
+
+    def sx(x: float) -> float:
+        return LEFT + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * w
+
+    def sy(y: float) -> float:
+        return TOP + (y_ticks[-1] - y) / (y_ticks[-1] - y_ticks[0]) * PLOT_H
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_W}" height="{height}" '
+        f'viewBox="0 0 {PANEL_W} {height}" font-family="sans-serif" font-size="12">',
+        f"<title>{escape(title)}</title>",
+        f'<rect width="{PANEL_W}" height="{height}" fill="white"/>',
+        f'<text x="{PANEL_W / 2}" y="{TOP - 20}" text-anchor="middle" '
+        f'font-weight="bold">{escape(title)}</text>',
+        f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{w}" height="{PLOT_H}" '
+        'fill="none" stroke="#888"/>',
+        '<g class="y-ticks" font-size="11" text-anchor="end">',
+    ]
+    for tick in y_ticks:
+        y = sy(tick)
+        out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + w}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}">{_tick_text(tick, y_ticks)}</text>')
+    out.append('</g><g class="x-ticks" font-size="11" text-anchor="middle">')
+    for tick in x_ticks:
+        x = sx(tick)
+        out.append(
+            f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#888"/>'
+        )
+        out.append(f'<text x="{x:.1f}" y="{bottom + 17}">{_tick_text(tick, x_ticks)}</text>')
+    out.append("</g>")
+    out.append(
+        f'<text x="{LEFT + w / 2}" y="{bottom + 36}" text-anchor="middle">{escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text transform="translate(16,{TOP + PLOT_H / 2}) rotate(-90)" '
+        f'text-anchor="middle">{escape(y_label)}</text>'
+    )
+    for i, (name, points) in enumerate(series.items()):
+        color = PALETTE[i % len(PALETTE)]
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points)
+        out.append(f'<g class="series" data-series="{escape(name)}">')
+        out.append(
+            f'<polyline class="curve" points="{line}" fill="none" stroke="{color}" '
+            'stroke-width="1.8"/>'
+        )
+        for x, y, label in points:
+            out.append(
+                f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+                f"<title>{escape(name)} {escape(label)}: ({x:.4g}, {y:.4g})</title></circle>"
+            )
+            out.append(
+                f'<text class="point-label" x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" '
+                f'font-size="10" fill="{color}">{escape(label)}</text>'
+            )
+        ly = bottom + AXIS_H + 4 + LINE_H * i
+        out.append(
+            f'<line x1="{LEFT}" y1="{ly - 4}" x2="{LEFT + 18}" y2="{ly - 4}" stroke="{color}" '
+            f'stroke-width="2.5"/><text class="legend-item" x="{LEFT + 24}" y="{ly}">'
+            f"{escape(name)}</text></g>"
+        )
+    out += ["</svg>", ""]
+    return "\n".join(out)

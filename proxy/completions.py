@@ -48,7 +48,7 @@ from policies import (
 from proxy.metrics import status_class
 from proxy.requestlog import RequestRecord
 from proxy.route import TaskPlan
-from proxy.sampling import Sample, SamplingResult, draw_samples, first_wave_size
+from proxy.sampling import Sample, SamplingResult, draw_samples
 from proxy.service import ProxyService
 from proxy.taskfields import tool_call_key
 from proxy.upstream import error_kind
@@ -101,6 +101,7 @@ class TaskOutcome(msgspec.Struct, frozen=True):
     error: ApiError | None = None
     stopped: StopKind = "full"
     waves: int = 0
+    decided_at: int | None = None
 
     @property
     def cost(self) -> float:
@@ -179,6 +180,7 @@ def task_outcome(
         early_stopped=spent.early_stopped,
         stopped=spent.stopped,
         waves=spent.waves,
+        decided_at=spent.decided_at,
         first_text=spent.samples[0].text if spent.samples else None,
         agreement=aggregate.agreement,
         score=aggregate.score,
@@ -232,6 +234,9 @@ async def run_task(
         judge = _WaveScorer(service, plan, deadline)
     elif not majority or plan.fields.tools:
         rule = FULL
+    # The policy's expected samples were priced under its own rule at its own N.
+    priced = (rule.kind, rule.delta, plan.n) == (plan.choice.stop, plan.choice.delta, plan.choice.n)
+    key = wave_key(plan)
     await draw_samples(
         service.upstreams[plan.spec.name],
         plan.body,
@@ -241,9 +246,12 @@ async def run_task(
         stop=rule,
         deadline=deadline,
         seed=plan.view.seed,
-        first_wave=first_wave_size(
-            plan.n, service.mean_agreement.get((plan.served.name, plan.tier_name))
+        first_wave=service.waves.first_wave(
+            key, plan.n, plan.choice.expected_samples if priced else None
         ),
+        # Later waves too for exact stopping (for confident they cost more than they gain:
+        # bench/README.md, "Stopping early").
+        decision_points=service.waves.learned(key) if rule.kind == "exact" else (),
         result=spent,
         judge=judge,
     )
@@ -254,6 +262,11 @@ async def run_task(
     if judge is not None:
         return judge.aggregate(spent.samples)
     return await _best_of_n(service, plan, spent.samples, deadline)
+
+
+def wave_key(plan: TaskPlan) -> tuple[str, str, int]:
+    """Whose decision points size a request's first wave: its task, tier and N."""
+    return (plan.served.name, plan.tier_name, plan.n)
 
 
 def _vote(service: ProxyService, plan: TaskPlan, samples: list[Sample]) -> Aggregate:
@@ -396,11 +409,9 @@ def account_task(service: ProxyService, outcome: TaskOutcome, latency_s: float) 
             per_sample = outcome.completion_tokens / outcome.used
             means = service.mean_completion_tokens
             means[task] = 0.9 * means.get(task, per_sample) + 0.1 * per_sample
+    service.waves.record(wave_key(plan), outcome.decided_at)
     if outcome.agreement is not None:
         metrics.vote_agreement.labels(task, tier).observe(outcome.agreement)
-        key = (task, plan.tier_name)
-        agreements = service.mean_agreement
-        agreements[key] = 0.9 * agreements.get(key, outcome.agreement) + 0.1 * outcome.agreement
     if outcome.unextractable:
         metrics.extraction_failures.labels(task, tier).inc(outcome.unextractable)
     if outcome.score is not None:
@@ -437,4 +448,5 @@ def record_of(outcome: TaskOutcome, latency_s: float, *, content: bool = False) 
         status=outcome.status,
         error=None if error is None else error.code or type(error).__name__,
         content=None if text is None else text.decode(),
+        stopped=outcome.stopped if outcome.launched else None,
     )

@@ -2,7 +2,9 @@
 
 A request only appends a :class:`RequestRecord` to an in-memory queue (no I/O, no
 await); a background task writes batches with one ``executemany`` and one commit
-through aiosqlite (WAL, busy timeout). ``close`` flushes what is queued. If the disk
+through aiosqlite (WAL, busy timeout). ``close`` flushes what is queued. The columns are
+``RequestRecord``'s fields (README, "Serve a policy"); a database made by an older iapo
+gains the new columns by migration when opened. If the disk
 cannot keep up the queue is bounded and the overflow is dropped and counted, never
 allowed to slow requests down. A batch that fails is written again row by row, so one
 bad row never takes the others with it; a row that cannot be written is counted
@@ -23,7 +25,7 @@ import time
 import aiosqlite
 import msgspec
 
-from policies import open_database
+from policies import StopKind, open_database
 from proxy.config import RequestLogConfig
 from proxy.metrics import ProxyMetrics
 
@@ -60,18 +62,22 @@ REQUEST_LOG_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX request_log_task_ts ON request_log (task, ts);
     """,
+    # 2: how sampling stopped (full | exact | confident | threshold); NULL on older rows
+    "ALTER TABLE request_log ADD COLUMN stopped TEXT;",
 )
 
 _COLUMNS = (
     "ts, task, tier, strategy, policy, n_policy, n_served, samples_launched, samples_used,"
     " samples_failed, samples_cancelled, prompt_tokens, completion_tokens, cost, agreement,"
-    " score, early_stopped, latency_s, status, error, content"
+    " score, early_stopped, latency_s, status, error, content, stopped"
 )
-_INSERT = f"INSERT INTO request_log ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_INSERT = f"INSERT INTO request_log ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 
 
 class RequestRecord(msgspec.Struct, frozen=True, array_like=True):
-    """What one request did and spent. ``content`` is set only when log_content is on."""
+    """What one request did and spent. ``content`` is set only when log_content is on;
+    ``stopped``: how its sampling stopped (``policies.StopKind``; None if it drew nothing).
+    Fields are in column order (``_COLUMNS``): new ones go last."""
 
     ts: float
     task: str
@@ -94,6 +100,7 @@ class RequestRecord(msgspec.Struct, frozen=True, array_like=True):
     status: int = 200
     error: str | None = None
     content: str | None = None
+    stopped: StopKind | None = None
 
 
 class RequestLog:

@@ -9,10 +9,11 @@ vote would give. Confident stopping (``policies.StopRule``) also stops once the 
 almost surely wins the full vote, so its waves are at most a quarter of N. Samples are
 counted as they arrive, and the window slides: as each call returns, more are launched
 if those still in flight could no longer decide the vote alone, so a slow call does not
-hold back the next wave. A first wave sized from the agreement the tier's votes usually
-have (``first_wave_size``) decides most votes in one round trip, the latency of drawing
-all N, at the cost of a few samples. Once the rule says stop, calls still running are
-cancelled. A failed call costs its samples, the rest still vote.
+hold back the next wave. A first wave sized from where the tier's votes usually decide
+(``proxy.waves``) ends most requests in one round trip, the latency of drawing all N, at
+the cost of a few samples; exact stopping sizes its later waves the same way. Once the
+rule says stop, calls still running are cancelled. A failed call costs its samples, the
+rest still vote.
 
 Best-of-N under ``stop = "threshold"`` is decided on rewards, not votes: the samples
 come in the fixed waves of ``policies.threshold_waves`` (one, then pairs), each wave is
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -39,16 +39,10 @@ import msgspec
 
 from policies import ApiError, Extractor, StopKind, StopRule, threshold_waves
 from proxy.upstream import ResendBudget, UpstreamClient
+from proxy.waves import decision_point, wave_target
 from proxy.wire import Completion
 
-__all__ = [
-    "Judge",
-    "Sample",
-    "SamplingResult",
-    "draw_samples",
-    "first_wave_size",
-    "next_wave",
-]
+__all__ = ["Judge", "Sample", "SamplingResult", "draw_samples", "next_wave"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +58,12 @@ class Sample(msgspec.Struct, frozen=True):
 
 
 class SamplingResult(msgspec.Struct):
-    """What one request drew: the samples that arrived, and what it cost."""
+    """What one request drew: the samples that arrived, and what it cost.
+
+    ``decided_at``: with early stopping, the fewest of the samples (in arrival order)
+    after which the rule said stop (``proxy.waves.decision_point``); None without early
+    stopping, or when a failed call left the vote short.
+    """
 
     samples: list[Sample]
     launched: int = 0
@@ -75,6 +74,7 @@ class SamplingResult(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stopped: StopKind = "full"
+    decided_at: int | None = None
     model: str = ""
     errors: list[ApiError] = msgspec.field(default_factory=list)
 
@@ -103,17 +103,6 @@ def next_wave(counts: Counter[str], remaining: int) -> int:
     return max(1, min(remaining, needed))
 
 
-def first_wave_size(n: int, agreement: float | None) -> int | None:
-    """A first wave that decides an exact vote in one round trip when the leader gets its
-    usual share ``agreement`` of the votes: it decides after m samples once
-    ``a·m > (1 − a)·m + (n − m)``, i.e. ``m > n / (2a)``; one sample more for noise.
-    None (the minimum wave) without a history or when the leader rarely has a majority.
-    """
-    if agreement is None or agreement <= 0.5:
-        return None
-    return min(n, math.floor(n / (2.0 * agreement)) + 2)
-
-
 def _call_body(body: dict[str, Any], k: int, seed: int | None) -> dict[str, Any]:
     call = dict(body)
     call["n"] = k
@@ -133,6 +122,7 @@ async def draw_samples(
     deadline: float,
     seed: int | None = None,
     first_wave: int | None = None,
+    decision_points: Sequence[int] = (),
     result: SamplingResult | None = None,
     judge: Judge | None = None,
 ) -> SamplingResult:
@@ -140,10 +130,13 @@ async def draw_samples(
 
     ``seed``: the client's seed; each call gets ``seed + index of its first sample``
     so samples differ but a request is reproducible. Stopping early needs an extractor.
-    ``first_wave``: exact stopping's first wave is at least this many (``first_wave_size``
-    from the agreement the tier's votes have had), so a vote that agrees as usual is
-    decided in one round trip. ``judge``: with ``stop.kind == "threshold"``, what decides
-    after each wave (:data:`Judge`); without one that rule draws all N.
+    ``first_wave``: an early-stopping first wave is at least this many (``proxy.waves``,
+    from where the tier's votes have decided), so a vote that decides as usual does so
+    in one round trip. ``decision_points``: where earlier votes decided; a vote the calls
+    in flight can no longer decide then tops up to ``proxy.waves.wave_target`` of them,
+    not just the fewest samples that could decide it. ``judge``: with
+    ``stop.kind == "threshold"``, what decides after each wave (:data:`Judge`); without
+    one that rule draws all N.
     Raises nothing for failed calls (see ``result.errors``); cancellation cancels
     every call still running before it propagates. Pass ``result`` to see what was
     spent even when cancelled.
@@ -209,7 +202,7 @@ async def draw_samples(
             await _judged_waves(n, judge, launch, settle, pending, result)
             return result
         opening = wave(n) if stopping else n
-        if stopping and stop.kind == "exact" and first_wave is not None:
+        if stopping and first_wave is not None:
             opening = max(opening, min(first_wave, n))
         launch(opening)
         while pending:
@@ -231,9 +224,13 @@ async def draw_samples(
                 # calls still out could decide the vote, instead of waiting for all of them.
                 missing = wave(unanswered) - sum(pending.values())
                 if missing > 0:
-                    launch(min(missing, n - result.launched))
+                    # Undecided past the first wave: size the next from the votes that were too.
+                    target = wave_target(n, decision_points, result.launched)
+                    launch(min(max(missing, target - result.launched), n - result.launched))
             elif not pending and result.launched < n:
                 launch(n - result.launched)
+        if stopping and not result.failed:
+            result.decided_at = decision_point([s.answer for s in result.samples], n, stop)
     finally:
         if pending:
             # Calls that ended while others were awaited still count, and are billed.

@@ -28,6 +28,7 @@ from proxy.reward import RewardScorer
 from proxy.tasks import TaskRegistry
 from proxy.transport import LeanTransport
 from proxy.upstream import UpstreamClient
+from proxy.waves import WaveHistory
 
 __all__ = ["ProxyService"]
 
@@ -77,8 +78,8 @@ class ProxyService:
         self.in_flight = 0
         # Mean completion tokens per sample by task: the max_cost estimate before sampling.
         self.mean_completion_tokens: dict[str, float] = {}
-        # Mean vote agreement by (task, tier): sizes exact stopping's first wave.
-        self.mean_agreement: dict[tuple[str, str], float] = {}
+        # Where votes decided by (task, tier, N): sizes an early-stopping first wave.
+        self.waves = WaveHistory()
         self._idle = asyncio.Event()
         self.ready = False
         self.metrics.allow(upstreams=self.specs)

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from optimizer.result import Estimates
-from optimizer.svg import LABEL_CHARS, nice_ticks, render_report, short_label
+from optimizer.svg import LABEL_CHARS, nice_ticks, render_report, render_xy, short_label
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 N_MAX = 16
@@ -173,3 +173,27 @@ def test_a_prompt_keeps_its_colour_in_every_tier(root: ET.Element) -> None:
         colours.setdefault(curve.attrib["data-prompt"], set()).add(curve.attrib["stroke"])
     assert all(len(c) == 1 for c in colours.values())
     assert len({c.pop() for c in colours.values()}) == len(colours)  # and prompts differ
+
+
+def test_an_xy_chart_has_a_line_and_labelled_points_per_series() -> None:
+    series = {
+        "N=8": [(24.6, 78.0, "exact"), (33.9, 77.5, "δ=0.05")],
+        "N=32": [(35.5, 89.0, "exact"), (70.2, 89.5, "δ=0.05"), (85.1, 87.5, "δ=0.3")],
+    }
+    root = ET.fromstring(render_xy("trade-off", series, x_label="saved", y_label="accuracy"))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    groups = root.findall(".//s:g[@class='series']", ns)
+    assert [g.get("data-series") for g in groups] == ["N=8", "N=32"]
+    for group, points in zip(groups, series.values(), strict=True):
+        assert len(group.findall("s:circle[@class='point']", ns)) == len(points)
+        labels = [t.text for t in group.findall("s:text[@class='point-label']", ns)]
+        assert labels == [label for _, _, label in points]
+        line = group.find("s:polyline", ns)
+        assert line is not None
+        assert len(line.get("points", "").split()) == len(points)
+    x_ticks = [float(t.text or "") for t in root.findall(".//s:g[@class='x-ticks']/s:text", ns)]
+    y_ticks = [float(t.text or "") for t in root.findall(".//s:g[@class='y-ticks']/s:text", ns)]
+    assert x_ticks[0] <= 24.6
+    assert x_ticks[-1] >= 85.1
+    assert y_ticks[0] <= 77.5
+    assert y_ticks[-1] >= 89.5

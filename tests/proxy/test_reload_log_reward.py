@@ -18,10 +18,11 @@ from policies import (
     SqlitePolicyStore,
     UpstreamError,
     encode_policy,
+    open_database,
     save_policy,
 )
 from proxy.config import RequestLogConfig
-from proxy.requestlog import RequestLog, RequestRecord
+from proxy.requestlog import REQUEST_LOG_MIGRATIONS, RequestLog, RequestRecord
 from proxy.reward import RewardScorer
 from proxy.upstream import UpstreamClient
 from tests.proxy.conftest import chat_body, make_config, make_policy, running_proxy
@@ -246,6 +247,36 @@ async def test_request_log_writes_every_row_of_a_batch_in_order(tmp_path: Path) 
         rows = db.execute("SELECT ts, task, samples_launched, cost FROM request_log").fetchall()
     assert sorted(rows) == [(float(i), "t", i, i / 8) for i in range(75)]
     assert log.written == 75
+
+
+async def test_a_request_log_made_before_the_stopped_column_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    # The database as the iapo before ``stopped`` made it: schema version 1, one row.
+    old = await open_database(path, "request_log", REQUEST_LOG_MIGRATIONS[:1])
+    await old.execute(
+        "INSERT INTO request_log (ts, task, samples_launched, samples_used, samples_failed,"
+        " samples_cancelled, prompt_tokens, completion_tokens, cost, early_stopped, latency_s,"
+        " status) VALUES (1.0, 'old', 4, 4, 0, 0, 1, 4, 0.5, 0, 0.1, 200)"
+    )
+    await old.commit()
+    await old.close()
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(request_log)")]
+    assert "stopped" not in columns
+
+    log = await RequestLog.open(RequestLogConfig(path=str(path), flush_interval_s=0.01))
+    log.record(RequestRecord(ts=2.0, task="new", samples_launched=3, stopped="exact"))
+    await log.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT task, samples_launched, stopped FROM request_log ORDER BY ts")
+        assert rows.fetchall() == [("old", 4, None), ("new", 3, "exact")]
+        versions = db.execute(
+            "SELECT version FROM iapo_migrations WHERE component = 'request_log' ORDER BY version"
+        ).fetchall()
+    assert versions == [(1,), (2,)]
+    # Opening it again changes nothing (the migration is applied once).
+    again = await RequestLog.open(RequestLogConfig(path=str(path)))
+    await again.close()
 
 
 async def test_a_task_reward_override_is_where_best_of_n_is_scored(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Latency-aware exact stopping: a sliding window of calls in flight and a first wave
-sized from the usual agreement keep the full vote's answer and count every sample once."""
+"""Latency-aware exact stopping: a sliding window of calls in flight and a larger first
+wave keep the full vote's answer and count every sample once (the sizing itself:
+``test_waves.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from policies import ExtractorSpec, StopRule, majority_vote, make_extractor
-from proxy.sampling import SamplingResult, draw_samples, first_wave_size
+from proxy.sampling import SamplingResult, draw_samples
 from proxy.upstream import UpstreamClient
 from tests.proxy.scripted import mock_client
 
@@ -133,13 +134,3 @@ async def test_latency_aware_waves_give_the_full_votes_answer(
             assert stopped.answer == full.answer, where
         assert len(result.samples) + result.failed + result.cancelled == result.launched, where
         assert result.launched <= n, where
-
-
-@pytest.mark.parametrize(
-    ("n", "agreement", "size"),
-    [(32, None, None), (32, 0.5, None), (32, 1.0, 18), (32, 0.8, 22), (8, 0.6, 8), (3, 0.9, 3)],
-)
-def test_first_wave_size_follows_the_usual_agreement(
-    n: int, agreement: float | None, size: int | None
-) -> None:
-    assert first_wave_size(n, agreement) == size
