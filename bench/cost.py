@@ -50,13 +50,17 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from optimizer import RecordedTable, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
+from optimizer.exact import majority_credit_exact  # noqa: E402
 from optimizer.svg import render_xy  # noqa: E402
 from policies import (  # noqa: E402
     Extractor,
     ExtractorSpec,
+    Policy,
     StopRule,
     majority_vote,
     make_extractor,
+    parse_tiers,
 )
 from proxy.breaker import CircuitBreaker  # noqa: E402
 from proxy.config import RetryConfig  # noqa: E402
@@ -65,10 +69,14 @@ from proxy.sampling import draw_samples, next_wave  # noqa: E402
 from proxy.upstream import UpstreamClient  # noqa: E402
 from proxy.waves import SECOND_TRIP, WaveHistory, decision_point  # noqa: E402
 
+sys.path.append(str(Path(__file__).resolve().parent))
+from cost_assist import assist_tier_rows  # noqa: E402
+
 Row = dict[str, Any]
 DATA = ROOT.parent / "shared" / "data" / "MATH_final.npz"
 EXACT = StopRule(kind="exact")
 BASELINE = "exact, waves as before"
+WARM = 256  # requests of history a sized rule starts with (WaveHistory's window)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ RULES: dict[str, Rule] = {
         sized=True,
         baseline="confident δ=0.05, first wave ≤ N/4",
     ),
+    "confident δ=0.2, sized first wave (the proxy)": Rule(
+        StopRule(kind="confident", delta=0.2), sized=True, baseline=None
+    ),
     "confident δ=0.05, sized waves": Rule(
         StopRule(kind="confident", delta=0.05),
         sized=True,
@@ -110,25 +121,32 @@ DELTAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
 @dataclass(frozen=True)
 class Requests:
-    """``sequences[r]``: request r's N answers (category indices); ``gold[r]`` its answer."""
+    """``sequences[r]``: request r's N answers (category indices); ``gold[r]`` its answer;
+    ``warm``: sequences of other requests like these (what earlier traffic taught the
+    proxy's wave history)."""
 
     n: int
     sequences: list[list[int]]
     gold: list[int]
+    warm: list[list[int]]
 
 
-def make_requests(table: Path, n: int, count: int, seed: int) -> Requests:
-    """``count`` random (prompt, test question) pairs with N answers drawn for each."""
+def make_requests(
+    table: Path, n: int, count: int, seed: int, prompt: int | None = None
+) -> Requests:
+    """``count`` random (prompt, test question) pairs with N answers drawn for each, and
+    as many more for the warm history; ``prompt``: always that prompt (a policy's arm)."""
     data = np.load(table)
     probs, gold_all = data["cat_probs_test"], data["answers_test"]
     rng = np.random.default_rng(seed + n)
     sequences, gold = [], []
-    for _ in range(count):
-        p, q = int(rng.integers(probs.shape[0])), int(rng.integers(probs.shape[1]))
+    for _ in range(count + WARM):
+        p = int(rng.integers(probs.shape[0])) if prompt is None else prompt
+        q = int(rng.integers(probs.shape[1]))
         dist = probs[p, q] / probs[p, q].sum()
         sequences.append([int(c) for c in rng.choice(len(dist), size=n, p=dist)])
         gold.append(int(gold_all[q]))
-    return Requests(n, sequences, gold)
+    return Requests(n, sequences[:count], gold[:count], sequences[count:])
 
 
 def upstream(sequences: list[list[int]], latency_s: float, seed: int) -> UpstreamClient:
@@ -213,8 +231,7 @@ async def run_rule(name: str, requests: Requests, args: argparse.Namespace) -> R
     history = WaveHistory(second_trip=args.second_trip)
     if rule.sized:
         # What earlier traffic would have taught the proxy: decision points of other requests.
-        warm = make_requests(args.table, n, history.size, args.seed + 1)
-        for sequence in warm.sequences:
+        for sequence in requests.warm:
             history.record(n, decision_point([str(a) for a in sequence], n, rule.stop))
     count = len(requests.sequences)
     latencies, drawn, correct, differs = np.zeros(count), np.zeros(count), np.zeros(count), 0
@@ -289,6 +306,102 @@ async def math_rows(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+# The per-tier table's rules: its name for each row -> the RULES entry it runs.
+TIER_RULES = {
+    "fixed N": "full",
+    "exact, waves as before": BASELINE,
+    "exact, latency-aware (the proxy)": "exact, window, sized waves (the proxy)",
+    "confident δ=0.05": "confident δ=0.05, sized first wave (the proxy)",
+    "confident δ=0.2": "confident δ=0.2, sized first wave (the proxy)",
+}
+STOPPING_AWARE = "stopping-aware policy, exact (the proxy)"
+
+
+def math_policies(args: argparse.Namespace) -> tuple[Policy, Policy]:
+    """The policies ``iapo optimize`` writes for MATH's training split: N priced per
+    sample (every tier ``stop = "full"``), and by the samples exact stopping is expected
+    to draw (every tier ``stop = "exact"``); same budget and seed."""
+    table = load_table(str(args.table))
+    assert isinstance(table, RecordedTable)
+    tiers = parse_tiers(args.tiers)
+    out = []
+    for stop in ("full", "exact"):
+        priced = tuple(msgspec.structs.replace(t, stop=stop) for t in tiers)
+        task = replay_task(table, tiers=priced, n_max=32)
+        rng = np.random.default_rng(args.seed)
+        result = await_optimize(task, ReplaySampler(table, rng), args.budget, rng)
+        out.append(result.policy)
+    return out[0], out[1]
+
+
+def await_optimize(task: Any, sampler: Any, budget: int, rng: np.random.Generator) -> Any:
+    """``optimize`` from inside the benchmark's running event loop (a worker thread)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, optimize(task, sampler, budget, rng)).result()
+
+
+def exact_accuracy(table: Path, prompt: int, n: int) -> float:
+    """The arm's exact majority-vote accuracy on the test split (no sampling noise)."""
+    data = np.load(table)
+    probs = data["cat_probs_test"][prompt : prompt + 1]
+    credit = majority_credit_exact(probs, data["answers_test"], n)
+    return float(credit[0, :, n - 1].mean())
+
+
+async def math_tier_rows(args: argparse.Namespace) -> list[Row]:
+    """Per tier of the default tiers: the policy's (prompt, N), priced per sample, served
+    with every rule of ``TIER_RULES``, and the stopping-aware policy's own arm served with
+    the proxy's exact stopping. Realised utility = accuracy − λ · cost per sample ·
+    samples launched per request (measured accuracy; "exact" uses the arm's exact
+    accuracy on the test split, free of sampling noise across arms)."""
+    full_policy, aware_policy = math_policies(args)
+    cost = np.load(args.table)["cost_per_prompt"]
+    rows: list[Row] = []
+    for tier, choice in full_policy.tiers.items():
+        aware = aware_policy.tiers[tier]
+        arms = [(name, rule, choice) for name, rule in TIER_RULES.items()]
+        arms.append((STOPPING_AWARE, "exact, window, sized waves (the proxy)", aware))
+        for name, rule, arm in arms:
+            p, n = int(arm.prompt.id), arm.n
+            requests = make_requests(args.table, n, args.tier_requests, args.seed, prompt=p)
+            row = await run_rule(rule, requests, args)
+            samples = n * (1 - float(row["saved"]))
+            price = choice.cost_weight * float(cost[p])
+            exact = exact_accuracy(args.table, p, n)
+            row.update(
+                tier=tier,
+                rule=name,
+                cost_weight=choice.cost_weight,
+                arm=f"{p} @ N={n}",
+                samples=samples,
+                utility=float(row["accuracy"]) - price * samples,
+                exact_utility=exact - price * samples,
+                exact_accuracy=exact,
+            )
+            rows.append(row)
+            if args.progress:
+                print(format_tier_row(row), flush=True)
+    return rows
+
+
+TIER_HEADER = (
+    "| tier (λ) | rule | prompt @ N | samples / request | accuracy | realised utility "
+    "| exact accuracy → utility | p50 ms | p99 ms |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def format_tier_row(row: Row) -> str:
+    return (
+        f"| {row['tier']} ({row['cost_weight']:g}) | {row['rule']} | {row['arm']} | "
+        f"{row['samples']:.2f} | {row['accuracy']:.1%} | {row['utility']:.4f} | "
+        f"{row['exact_accuracy']:.1%} → {row['exact_utility']:.4f} | {row['p50']:.0f} | "
+        f"{row['p99']:.0f} |"
+    )
+
+
 def curve_rows(table: Path, ns: list[int], count: int, seed: int) -> list[dict[str, float]]:
     """Accuracy against samples saved for confident stopping over ``DELTAS`` (δ = 0:
     exact), one sample at a time, on the same kind of requests as ``math_rows``."""
@@ -358,7 +471,39 @@ def curve_svg(rows: list[dict[str, float]]) -> str:
     )
 
 
+async def tier_sections(args: argparse.Namespace) -> None:
+    """The per-tier tables: MATH's policy served with every rule, and ``assist``'s."""
+    print(
+        f"\nPer tier, MATH: the policy for {args.tiers} (pooled-halving, B={args.budget}, "
+        f"seed {args.seed}) on the test split, {args.tier_requests} requests per row\n"
+    )
+    print(TIER_HEADER)
+    rows = await math_tier_rows(args)
+    if not args.progress:
+        for row in rows:
+            print(format_tier_row(row))
+    print(
+        f"\nPer tier, assist: one policy (B={args.assist_budget}, seed {args.assist_seed}, "
+        f'every tier opted into stop = "threshold"), 40 held-out queries × '
+        f"{args.assist_requests} requests, reward service {args.score_latency_ms:g} ms a call\n"
+    )
+    print(
+        "| tier (λ) | rule | prompt @ N | samples / request | waves | best reward "
+        "| realised utility | p50 ms | p99 ms |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in await assist_tier_rows(args):
+        print(
+            f"| {row['tier']} ({row['cost_weight']:g}) | {row['rule']} | {row['arm']} | "
+            f"{row['samples']:.2f} | {row['waves']:.1f} | {row['reward']:.4f} | "
+            f"{row['utility']:.4f} | {row['p50']:.0f} | {row['p99']:.0f} |"
+        )
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    if args.only_tiers:
+        await tier_sections(args)
+        return
     print(
         f"MATH replay ({args.table.name}, test split), {args.requests} requests per cell, "
         f"concurrency {args.concurrency}, latency {args.latency_ms} ms ±50%, "
@@ -385,6 +530,8 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.curve is not None:
             args.curve.write_text(curve_svg(curve))
             print(f"\ncurve written to {args.curve}")
+    if not args.skip_tiers:
+        await tier_sections(args)
 
 
 def main() -> None:
@@ -404,6 +551,15 @@ def main() -> None:
     )
     parser.add_argument("--rules", nargs="*", help="only these rows (full and baselines kept)")
     parser.add_argument("--progress", action="store_true", help="print rows as they finish")
+    parser.add_argument("--tiers", default="economy=1.0,standard=0.2,premium=0")
+    parser.add_argument("--budget", type=int, default=3000, help="the MATH policy's budget")
+    parser.add_argument("--tier-requests", type=int, default=500)
+    parser.add_argument("--assist-budget", type=int, default=3000)
+    parser.add_argument("--assist-seed", type=int, default=300)
+    parser.add_argument("--assist-requests", type=int, default=10, help="per held-out query")
+    parser.add_argument("--score-latency-ms", type=float, default=10.0)
+    parser.add_argument("--skip-tiers", action="store_true", help="no per-tier tables")
+    parser.add_argument("--only-tiers", action="store_true", help="only the per-tier tables")
     asyncio.run(main_async(parser.parse_args()))
 
 

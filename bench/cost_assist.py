@@ -28,6 +28,7 @@ import json
 import random
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from proxy.upstream import UpstreamClient  # noqa: E402
 
 Array = npt.NDArray[np.float64]
 THRESHOLD = StopRule(kind="threshold")
+FULL = StopRule(kind="full")
 
 
 def _bench_module() -> Any:
@@ -61,14 +63,18 @@ def _bench_module() -> Any:
     return module
 
 
-def upstream(scores: Array) -> UpstreamClient:
+def upstream(scores: Array, latency_s: float = 0.0, seed: int = 0) -> UpstreamClient:
     """An upstream whose k-th sample of request ``rid`` is the text ``rid:k``; each call
-    takes the next samples of its request (``scores`` (R, cap) are looked up by text)."""
+    takes the next samples of its request (``scores`` (R, cap) are looked up by text)
+    after ``latency_s`` × U[0.5, 1.5]."""
     cursors = [0] * scores.shape[0]
+    jitter = np.random.default_rng(seed)
 
     async def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         rid, k = body["rid"], body.get("n", 1)
+        if latency_s:
+            await asyncio.sleep(latency_s * (0.5 + float(jitter.random())))
         start = cursors[rid]
         cursors[rid] += k
         choices = [
@@ -96,8 +102,36 @@ def upstream(scores: Array) -> UpstreamClient:
 
 async def serve_threshold(scores: Array, n: int, threshold: float) -> tuple[Array, Array, Array]:
     """Each request's (best reward, samples launched, waves) under the threshold rule."""
-    client = upstream(scores)
-    best, launched, waves = (np.zeros(len(scores)) for _ in range(3))
+    served = await serve(scores, n, threshold)
+    return served.best, served.launched, served.waves
+
+
+@dataclass(frozen=True)
+class Served:
+    """Per request: the best reward drawn, samples launched, waves, seconds taken."""
+
+    best: Array
+    launched: Array
+    waves: Array
+    seconds: Array
+
+
+async def serve(
+    scores: Array,
+    n: int,
+    threshold: float | None,
+    *,
+    latency_s: float = 0.0,
+    score_latency_s: float = 0.0,
+    concurrency: int = 4096,
+) -> Served:
+    """Serve every request of ``scores`` through the proxy's sampler: Best-of-N of ``n``
+    (``threshold`` None: all N at once, then one scoring call) or the threshold rule (a
+    scoring call per wave); the upstream takes ``latency_s`` ±50% per call and the reward
+    service ``score_latency_s`` per call."""
+    client = upstream(scores, latency_s)
+    best, launched, waves, seconds = (np.zeros(len(scores)) for _ in range(4))
+    gate = asyncio.Semaphore(concurrency)
 
     def score_of(sample: Sample) -> float:
         rid, k = sample.text.split(":")
@@ -105,24 +139,32 @@ async def serve_threshold(scores: Array, n: int, threshold: float) -> tuple[Arra
 
     async def one(rid: int) -> None:
         async def judge(samples: Sequence[Sample]) -> bool:
+            if score_latency_s:
+                await asyncio.sleep(score_latency_s)
+            assert threshold is not None
             return any(score_of(s) >= threshold for s in samples)
 
         loop = asyncio.get_running_loop()
-        result = await draw_samples(
-            client,
-            {"rid": rid},
-            n=n,
-            supports_n=True,
-            extractor=None,
-            stop=THRESHOLD,
-            deadline=loop.time() + 60,
-            judge=judge,
-        )
+        async with gate:
+            start = loop.time()
+            result = await draw_samples(
+                client,
+                {"rid": rid},
+                n=n,
+                supports_n=True,
+                extractor=None,
+                stop=FULL if threshold is None else THRESHOLD,
+                deadline=start + 60,
+                judge=None if threshold is None else judge,
+            )
+            if threshold is None and score_latency_s:
+                await asyncio.sleep(score_latency_s)  # Best-of-N scores its N at once
+            seconds[rid] = loop.time() - start
         best[rid] = max(score_of(s) for s in result.samples)
         launched[rid], waves[rid] = result.launched, result.waves
 
     await asyncio.gather(*(one(rid) for rid in range(len(scores))))
-    return best, launched, waves
+    return Served(best, launched, waves, seconds)
 
 
 async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace) -> list[dict]:
@@ -174,6 +216,64 @@ async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace)
                 "gain": float((rule - fixed).mean()),
             }
         )
+    return rows
+
+
+async def assist_tier_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The per-tier table with latency: one seed's policy (every tier opted into the
+    threshold rule), each tier's fixed-N arm and its threshold rule served on the held-out
+    queries at ``args.latency_ms`` per upstream call and ``args.score_latency_ms`` per
+    reward call: samples, best reward, realised utility, p50/p99."""
+    module = _bench_module()
+    bench = module.GaussianRewardBench(7, 200)
+    n_max, seed = 32, args.assist_seed
+    quality = bench.quality(n_max)
+    cost = bench.cost_per_prompt[None, :, None] * np.arange(1, n_max + 1)[None, None, :]
+    cost = np.stack([t.cost_weight * cost[0] for t in bench.tiers])
+    train_q, _, _, _ = module.resplit(quality, cost, seed)
+    test_q = np.setdiff1d(np.arange(bench.num_queries), train_q)
+    task, train = bench.train(train_q, n_max)
+    task = _opt_in(task)
+    rng = np.random.default_rng(seed)
+    result = await optimize(task, bench.sampler(train, rng), args.assist_budget, rng)
+    draws = np.random.default_rng([seed, 1])
+    rows: list[dict[str, Any]] = []
+    for tier in task.tiers:
+        report, choice = result.tiers[tier.name], result.policy.tiers[tier.name]
+        assert choice.threshold is not None
+        p, fixed_n = report.chosen.prompt, report.chosen.n
+        weights = weight_vector(bench.objectives, tier.objective_weights)
+        mean = bench.means[p, test_q] @ weights
+        sd = float(np.sqrt((bench.spread[p] ** 2) @ (weights**2)))
+        means = np.repeat(mean, args.assist_requests)
+        scores = means[:, None] + sd * draws.standard_normal((means.size, n_max))
+        price = tier.cost_weight * float(bench.cost_per_prompt[p])
+        for name, n, threshold in (
+            ("fixed N", fixed_n, None),
+            ("threshold rule (the stopping-aware policy)", choice.n, choice.threshold),
+        ):
+            served = await serve(
+                scores,
+                n,
+                threshold,
+                latency_s=args.latency_ms / 1000,
+                score_latency_s=args.score_latency_ms / 1000,
+                concurrency=args.concurrency * 4,
+            )
+            rows.append(
+                {
+                    "tier": tier.name,
+                    "cost_weight": tier.cost_weight,
+                    "rule": name,
+                    "arm": f"{p} @ N={n}",
+                    "samples": float(served.launched.mean()),
+                    "waves": float(served.waves.mean()),
+                    "reward": float(served.best.mean()),
+                    "utility": float((served.best - price * served.launched).mean()),
+                    "p50": float(np.median(served.seconds)) * 1000,
+                    "p99": float(np.percentile(served.seconds, 99)) * 1000,
+                }
+            )
     return rows
 
 
