@@ -16,8 +16,9 @@ sliding window (each wave the fewest samples that could decide, ``next_wave``, w
 for in full; written here with ``UpstreamClient.chat``), the baseline whose savings the
 others keep a share of; the proxy's sliding window with its first wave minimal, sized
 from history, and with later waves sized too (what the proxy does for exact stopping);
-confident stopping as it was (waves ≤ N/4), with a sized first wave (what the proxy
-does) and with sized later waves. A sized rule's history starts with the decision points
+confident stopping with a minimal first wave (later waves ≤ N/8, as the proxy's), with a
+sized first wave (what the proxy does, at δ = 0.05, 0.1 and 0.2) and with sized later
+waves. A sized rule's history starts with the decision points
 of 256 other requests (what earlier traffic would have taught the proxy), then learns
 from its own. A request's samples count as drawn when launched (a cancelled call is
 billed). Accuracy is the vote's answer against the gold answer (ties broken at random
@@ -98,13 +99,16 @@ RULES: dict[str, Rule] = {
     "exact, window, minimal first wave": Rule(EXACT),
     "exact, window, sized first wave": Rule(EXACT, sized=True),
     "exact, window, sized waves (the proxy)": Rule(EXACT, sized=True, later=True),
-    "confident δ=0.05, first wave ≤ N/4": Rule(
+    "confident δ=0.05, minimal first wave": Rule(
         StopRule(kind="confident", delta=0.05), baseline=None
     ),
     "confident δ=0.05, sized first wave (the proxy)": Rule(
         StopRule(kind="confident", delta=0.05),
         sized=True,
-        baseline="confident δ=0.05, first wave ≤ N/4",
+        baseline="confident δ=0.05, minimal first wave",
+    ),
+    "confident δ=0.1, sized first wave (the proxy)": Rule(
+        StopRule(kind="confident", delta=0.1), sized=True, baseline=None
     ),
     "confident δ=0.2, sized first wave (the proxy)": Rule(
         StopRule(kind="confident", delta=0.2), sized=True, baseline=None
@@ -113,7 +117,7 @@ RULES: dict[str, Rule] = {
         StopRule(kind="confident", delta=0.05),
         sized=True,
         later=True,
-        baseline="confident δ=0.05, first wave ≤ N/4",
+        baseline="confident δ=0.05, minimal first wave",
     ),
 }
 DELTAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
