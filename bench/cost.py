@@ -35,15 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import numpy as np
 import numpy.typing as npt
@@ -63,15 +60,12 @@ from policies import (  # noqa: E402
     make_extractor,
     parse_tiers,
 )
-from proxy.breaker import CircuitBreaker  # noqa: E402
-from proxy.config import RetryConfig  # noqa: E402
-from proxy.metrics import ProxyMetrics  # noqa: E402
 from proxy.sampling import draw_samples, next_wave  # noqa: E402
 from proxy.upstream import UpstreamClient  # noqa: E402
 from proxy.waves import SECOND_TRIP, WaveHistory, decision_point  # noqa: E402
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from cost_assist import assist_tier_rows  # noqa: E402
+from cost_assist import assist_tier_rows, sequence_upstream  # noqa: E402
 
 Row = dict[str, Any]
 DATA = ROOT.parent / "shared" / "data" / "MATH_final.npz"
@@ -154,36 +148,13 @@ def make_requests(
 
 
 def upstream(sequences: list[list[int]], latency_s: float, seed: int) -> UpstreamClient:
-    cursors = [0] * len(sequences)
-    jitter = np.random.default_rng(seed)
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        rid, k = body["rid"], body.get("n", 1)
-        await asyncio.sleep(latency_s * (0.5 + float(jitter.random())))
-        start = cursors[rid]
-        cursors[rid] += k
-        picks = sequences[rid][start : start + k]
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": f"\\boxed{{{a}}}"}}
-            for i, a in enumerate(picks)
-        ]
-        usage = {"prompt_tokens": 1, "completion_tokens": len(picks)}
-        return httpx.Response(200, json={"choices": choices, "usage": usage, "model": "m"})
-
-    return UpstreamClient(
+    """MATH replay: request ``rid``'s k-th sample boxes answer ``sequences[rid][k]``."""
+    return sequence_upstream(
         "replay",
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),  # type: ignore[arg-type]
-        url="http://replay.test/v1/chat/completions",
-        headers={},
-        timeout_s=60,
-        connect_timeout_s=5,
-        max_concurrency=4096,
-        max_retries=0,
-        retry=RetryConfig(),
-        breaker=CircuitBreaker("replay", failure_threshold=10**9, cooldown_s=1),
-        metrics=ProxyMetrics(),
-        rng=random.Random(seed),
+        lambda rid, k: f"\\boxed{{{sequences[rid][k]}}}",
+        len(sequences),
+        latency_s,
+        seed,
     )
 
 

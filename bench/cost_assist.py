@@ -27,7 +27,7 @@ import importlib.util
 import json
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +63,17 @@ def _bench_module() -> Any:
     return module
 
 
-def upstream(scores: Array, latency_s: float = 0.0, seed: int = 0) -> UpstreamClient:
-    """An upstream whose k-th sample of request ``rid`` is the text ``rid:k``; each call
-    takes the next samples of its request (``scores`` (R, cap) are looked up by text)
-    after ``latency_s`` × U[0.5, 1.5]."""
-    cursors = [0] * scores.shape[0]
+def sequence_upstream(
+    name: str,
+    text_of: Callable[[int, int], str],
+    requests: int,
+    latency_s: float = 0.0,
+    seed: int = 0,
+) -> UpstreamClient:
+    """An in-process upstream whose k-th sample of request ``rid`` (the body's ``rid``) is
+    ``text_of(rid, k)``; each call takes the next ``n`` samples of its request after
+    ``latency_s`` × U[0.5, 1.5]. The same sequence per request whatever the waves."""
+    cursors = [0] * requests
     jitter = np.random.default_rng(seed)
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -78,26 +84,32 @@ def upstream(scores: Array, latency_s: float = 0.0, seed: int = 0) -> UpstreamCl
         start = cursors[rid]
         cursors[rid] += k
         choices = [
-            {"index": i, "message": {"role": "assistant", "content": f"{rid}:{start + i}"}}
+            {"index": i, "message": {"role": "assistant", "content": text_of(rid, start + i)}}
             for i in range(k)
         ]
         usage = {"prompt_tokens": 1, "completion_tokens": k}
         return httpx.Response(200, json={"choices": choices, "usage": usage, "model": "m"})
 
     return UpstreamClient(
-        "assist",
+        name,
         httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        url="http://assist.test/v1/chat/completions",
+        url=f"http://{name}.test/v1/chat/completions",
         headers={},
         timeout_s=60,
         connect_timeout_s=5,
         max_concurrency=4096,
         max_retries=0,
         retry=RetryConfig(),
-        breaker=CircuitBreaker("assist", failure_threshold=10**9, cooldown_s=1),
+        breaker=CircuitBreaker(name, failure_threshold=10**9, cooldown_s=1),
         metrics=ProxyMetrics(),
-        rng=random.Random(0),
+        rng=random.Random(seed),
     )
+
+
+def upstream(scores: Array, latency_s: float = 0.0, seed: int = 0) -> UpstreamClient:
+    """Request ``rid``'s k-th sample is the text ``rid:k`` (``scores`` (R, cap) are looked
+    up by it)."""
+    return sequence_upstream("assist", lambda rid, k: f"{rid}:{k}", len(scores), latency_s, seed)
 
 
 async def serve_threshold(scores: Array, n: int, threshold: float) -> tuple[Array, Array, Array]:
@@ -167,8 +179,13 @@ async def serve(
     return Served(best, launched, waves, seconds)
 
 
-async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace) -> list[dict]:
-    """Per tier: realised utility of fixed N, the chosen rule and the pooled t* rule."""
+async def served_tiers(
+    bench: Any, module: Any, seed: int, budget: int, requests: int
+) -> AsyncIterator[tuple[Any, Any, Any, Array, float]]:
+    """One seed's run: re-split ``assist`` 80/20, optimize on the 80% with every tier
+    opted into the threshold rule, and for each tier yield (tier, its report, its policy
+    entry, the held-out requests' reward sequences (R, 32), λ · cost per sample): each
+    held-out query ``requests`` times, one fixed sequence of Gaussian rewards each."""
     n_max = 32
     quality = bench.quality(n_max)
     cost = bench.cost_per_prompt[None, :, None] * np.arange(1, n_max + 1)[None, None, :]
@@ -178,20 +195,28 @@ async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace)
     task, train = bench.train(train_q, n_max)
     task = _opt_in(task)
     rng = np.random.default_rng(seed)
-    result = await optimize(task, bench.sampler(train, rng), args.budget, rng)
+    result = await optimize(task, bench.sampler(train, rng), budget, rng)
     draws = np.random.default_rng([seed, 1])
-    rows = []
     for tier in task.tiers:
         report, choice = result.tiers[tier.name], result.policy.tiers[tier.name]
-        assert report.threshold is not None
         assert choice.threshold is not None
-        p, fixed_n = report.chosen.prompt, report.chosen.n
+        p = report.chosen.prompt
         weights = weight_vector(bench.objectives, tier.objective_weights)
         mean = bench.means[p, test_q] @ weights  # (Qt,)
         sd = float(np.sqrt((bench.spread[p] ** 2) @ (weights**2)))
-        means = np.repeat(mean, args.requests)
+        means = np.repeat(mean, requests)
         scores = means[:, None] + sd * draws.standard_normal((means.size, n_max))
-        price = tier.cost_weight * float(bench.cost_per_prompt[p])
+        yield tier, report, choice, scores, tier.cost_weight * float(bench.cost_per_prompt[p])
+
+
+async def one_seed(bench: Any, module: Any, seed: int, args: argparse.Namespace) -> list[dict]:
+    """Per tier: realised utility of fixed N, the chosen rule and the pooled t* rule."""
+    rows = []
+    async for tier, report, choice, scores, price in served_tiers(
+        bench, module, seed, args.budget, args.requests
+    ):
+        assert report.threshold is not None
+        fixed_n = report.chosen.n
         fixed = scores[:, :fixed_n].max(axis=1) - price * fixed_n
         best, launched, waves = await serve_threshold(scores, choice.n, choice.threshold)
         rule = best - price * launched
@@ -226,28 +251,11 @@ async def assist_tier_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     reward call: samples, best reward, realised utility, p50/p99."""
     module = _bench_module()
     bench = module.GaussianRewardBench(7, 200)
-    n_max, seed = 32, args.assist_seed
-    quality = bench.quality(n_max)
-    cost = bench.cost_per_prompt[None, :, None] * np.arange(1, n_max + 1)[None, None, :]
-    cost = np.stack([t.cost_weight * cost[0] for t in bench.tiers])
-    train_q, _, _, _ = module.resplit(quality, cost, seed)
-    test_q = np.setdiff1d(np.arange(bench.num_queries), train_q)
-    task, train = bench.train(train_q, n_max)
-    task = _opt_in(task)
-    rng = np.random.default_rng(seed)
-    result = await optimize(task, bench.sampler(train, rng), args.assist_budget, rng)
-    draws = np.random.default_rng([seed, 1])
     rows: list[dict[str, Any]] = []
-    for tier in task.tiers:
-        report, choice = result.tiers[tier.name], result.policy.tiers[tier.name]
-        assert choice.threshold is not None
+    async for tier, report, choice, scores, price in served_tiers(
+        bench, module, args.assist_seed, args.assist_budget, args.assist_requests
+    ):
         p, fixed_n = report.chosen.prompt, report.chosen.n
-        weights = weight_vector(bench.objectives, tier.objective_weights)
-        mean = bench.means[p, test_q] @ weights
-        sd = float(np.sqrt((bench.spread[p] ** 2) @ (weights**2)))
-        means = np.repeat(mean, args.assist_requests)
-        scores = means[:, None] + sd * draws.standard_normal((means.size, n_max))
-        price = tier.cost_weight * float(bench.cost_per_prompt[p])
         for name, n, threshold in (
             ("fixed N", fixed_n, None),
             ("threshold rule (the stopping-aware policy)", choice.n, choice.threshold),
