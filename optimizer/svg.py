@@ -13,7 +13,7 @@ curves or each other. Elements carry classes (``tier``, ``curve``, ``band``, ``c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from optimizer.result import Estimates
@@ -48,7 +48,22 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _tick_text(value: float, ticks: list[float]) -> str:
+def _y_ticks(
+    left: float, width: float, ticks: Sequence[float], sy: Callable[[float], float]
+) -> list[str]:
+    """The y-axis ticks: a grid line across the plot and a label left of it, per tick."""
+    out = ['<g class="y-ticks" font-size="11" text-anchor="end">']
+    for tick in ticks:
+        y = sy(tick)
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>'
+        )
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}">{_tick_text(tick, ticks)}</text>')
+    out.append("</g>")
+    return out
+
+
+def _tick_text(value: float, ticks: Sequence[float]) -> str:
     """Fewest decimals that tell the ticks apart (``0.25``, not ``0.250``)."""
     decimals = 0
     while decimals < 6 and any(
@@ -135,14 +150,7 @@ def _panel(
         f'<rect class="plot" x="{x0 + LEFT}" y="{TOP}" width="{w}" height="{PLOT_H}" '
         'fill="none" stroke="#888"/>'
     )
-    out.append('<g class="y-ticks" font-size="11" text-anchor="end">')
-    for tick in ticks:
-        y = sy(tick)
-        out.append(
-            f'<line x1="{x0 + LEFT}" y1="{y:.1f}" x2="{x0 + LEFT + w}" y2="{y:.1f}" stroke="#eee"/>'
-        )
-        out.append(f'<text x="{x0 + LEFT - 6}" y="{y + 4:.1f}">{_tick_text(tick, ticks)}</text>')
-    out.append("</g>")
+    out.extend(_y_ticks(x0 + LEFT, w, ticks, sy))
     out.append('<g class="x-ticks" font-size="11" text-anchor="middle">')
     for n in _n_ticks(n_max):
         out.append(
@@ -283,13 +291,9 @@ def render_xy(
         f'font-weight="bold">{escape(title)}</text>',
         f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{w}" height="{PLOT_H}" '
         'fill="none" stroke="#888"/>',
-        '<g class="y-ticks" font-size="11" text-anchor="end">',
     ]
-    for tick in y_ticks:
-        y = sy(tick)
-        out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + w}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}">{_tick_text(tick, y_ticks)}</text>')
-    out.append('</g><g class="x-ticks" font-size="11" text-anchor="middle">')
+    out.extend(_y_ticks(LEFT, w, y_ticks, sy))
+    out.append('<g class="x-ticks" font-size="11" text-anchor="middle">')
     for tick in x_ticks:
         x = sx(tick)
         out.append(
