@@ -147,7 +147,9 @@ def build_result(
             "interval": chosen.interval,
             "expected_quality": chosen.quality if np.isfinite(chosen.quality) else None,
             "expected_cost": chosen.cost,
-            "expected_samples": round(min(chosen.samples, float(n)), 4),
+            "expected_samples": (
+                round(min(chosen.samples, float(n)), 4) if np.isfinite(chosen.samples) else None
+            ),
         }
         if tier.stop == "threshold":
             per_sample = float(np.nan_to_num(est.cost_per_sample[p]))
