@@ -114,7 +114,7 @@ RULES: dict[str, Rule] = {
         baseline="confident δ=0.05, minimal first wave",
     ),
 }
-DELTAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+DELTAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.3)
 
 
 @dataclass(frozen=True)
