@@ -17,7 +17,7 @@ for in full; written here with ``UpstreamClient.chat``), the baseline whose savi
 others keep a share of; the proxy's sliding window with its first wave minimal, sized
 from history, and with later waves sized too (what the proxy does for exact stopping);
 confident stopping with a minimal first wave (later waves ≤ N/8, as the proxy's), with a
-sized first wave (what the proxy does, at δ = 0.05, 0.1 and 0.2) and with sized later
+sized first wave (what the proxy does, at δ = 0.05, 0.1, 0.2 and 0.25) and with sized later
 waves. A sized rule's history starts with the decision points
 of 256 other requests (what earlier traffic would have taught the proxy), then learns
 from its own. A request's samples count as drawn when launched (a cancelled call is
@@ -106,6 +106,9 @@ RULES: dict[str, Rule] = {
     ),
     "confident δ=0.2, sized first wave (the proxy)": Rule(
         StopRule(kind="confident", delta=0.2), sized=True, baseline=None
+    ),
+    "confident δ=0.25, sized first wave (the proxy)": Rule(
+        StopRule(kind="confident", delta=0.25), sized=True, baseline=None
     ),
     "confident δ=0.05, sized waves": Rule(
         StopRule(kind="confident", delta=0.05),

@@ -6,7 +6,8 @@ exact early stopping (majority vote only) each wave is the fewest samples that c
 decide the vote: the leader must beat the runner-up even if every sample still to come
 went to the runner-up (``policies.vote_decided``), so the answer is the one the full
 vote would give. Confident stopping (``policies.StopRule``) also stops once the leader
-almost surely wins the full vote, so its later waves are at most an eighth of N. Samples are
+almost surely wins the full vote; its later waves are the fewest samples that could make it
+stop, at most an eighth of N. Samples are
 counted as they arrive, and the window slides: as each call returns, more are launched
 if those still in flight could no longer decide the vote alone, so a slow call does not
 hold back the next wave. A first wave sized from where the tier's votes usually decide
@@ -46,10 +47,10 @@ __all__ = ["Judge", "Sample", "SamplingResult", "draw_samples", "next_wave"]
 
 logger = logging.getLogger(__name__)
 
-# A confident vote keeps at most N/8 samples (at least 2) in flight after its first wave:
-# it usually stops mid-wave, and every call still in flight then is billed. At N/4 it
-# saved 48% at N=32 through the window against 68% drawing one at a time; at N/8, 60%
-# with p50 still under fixed N's (bench/README.md, "Stopping early").
+# After its first wave a confident vote keeps in flight the fewest samples that could make
+# it stop (``confident_wave``), at most N/8 (at least 2): it usually stops mid-wave, and
+# every call still in flight then is billed. With N/4 in flight it saved 48% at N=32
+# against 68% drawing one at a time (bench/README.md, "Stopping early").
 CONFIDENT_WINDOW = 8
 
 
@@ -107,6 +108,19 @@ def next_wave(counts: Counter[str], remaining: int) -> int:
     second = top[1][1] if len(top) > 1 else 0
     needed = (second + remaining - lead) // 2 + 1
     return max(1, min(remaining, needed))
+
+
+def confident_wave(counts: Counter[str], remaining: int, stop: StopRule, most: int) -> int:
+    """The fewest further samples (at most ``most``, the exact rule's ``next_wave``) after
+    which ``stop`` could say stop: all of them votes for the leader (or, with no votes yet,
+    for one answer)."""
+    leader = counts.most_common(1)[0][0] if counts else ""
+    for extra in range(1, most):
+        grown = Counter(counts)
+        grown[leader] += extra
+        if stop.reason(grown, remaining - extra) is not None:
+            return extra
+    return most
 
 
 def _call_body(body: dict[str, Any], k: int, seed: int | None) -> dict[str, Any]:
@@ -199,8 +213,11 @@ async def draw_samples(
 
     def wave(remaining: int) -> int:
         size = next_wave(counts, remaining)
-        # Confident stopping may stop long before the vote is decided: smaller waves.
-        return min(size, max(2, n // CONFIDENT_WINDOW)) if stop.kind == "confident" else size
+        if stop.kind != "confident":
+            return size
+        # Confident stopping may stop long before the vote is decided: the fewest samples
+        # that could make it stop, at most an eighth of N.
+        return min(confident_wave(counts, remaining, stop, size), max(2, n // CONFIDENT_WINDOW))
 
     when = asyncio.FIRST_COMPLETED if stopping else asyncio.ALL_COMPLETED
     try:

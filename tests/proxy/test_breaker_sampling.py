@@ -11,7 +11,7 @@ import pytest
 from policies import ExtractorSpec, StopRule, majority_vote, make_extractor
 from proxy.breaker import CircuitBreaker, CircuitOpen
 from proxy.metrics import ProxyMetrics
-from proxy.sampling import draw_samples, next_wave
+from proxy.sampling import confident_wave, draw_samples, next_wave
 from proxy.upstream import UpstreamClient
 from tests.proxy.scripted import mock_client
 
@@ -188,3 +188,30 @@ async def test_failed_calls_do_not_vote_and_the_rest_are_kept() -> None:
     assert result.failed == 2
     assert [e.status_code for e in result.errors] == [502, 502]
     assert result.completion_tokens == 2
+
+
+@pytest.mark.parametrize(
+    ("tally", "remaining"),
+    [({}, 32), ({"a": 3}, 20), ({"a": 5, "b": 2}, 9), ({"a": 2, "b": 2}, 12), ({"a": 1}, 7)],
+)
+def test_a_confident_wave_is_the_fewest_samples_that_could_stop_the_vote(
+    tally: dict[str, int], remaining: int
+) -> None:
+    rule = StopRule(kind="confident", delta=0.05)
+    counts = Counter(tally)
+    most = next_wave(counts, remaining)
+    size = confident_wave(counts, remaining, rule, most)
+    assert 1 <= size <= most
+    leader = counts.most_common(1)[0][0] if counts else ""
+
+    def stops_after(extra: int) -> bool:
+        grown = Counter(counts)
+        grown[leader] += extra
+        return rule.reason(grown, remaining - extra) is not None
+
+    if size < most:
+        assert stops_after(size)
+    assert not any(stops_after(extra) for extra in range(1, size))
+    # it never asks for more than exact stopping would, and less when confidence can come first
+    if tally == {}:
+        assert size < most
