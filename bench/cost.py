@@ -295,7 +295,7 @@ TIER_RULES = {
 STOPPING_AWARE = "stopping-aware policy, exact (the proxy)"
 
 
-def math_policies(args: argparse.Namespace) -> tuple[Policy, Policy]:
+async def math_policies(args: argparse.Namespace) -> tuple[Policy, Policy]:
     """The policies ``iapo optimize`` writes for MATH's training split: N priced per
     sample (every tier ``stop = "full"``), and by the samples exact stopping is expected
     to draw (every tier ``stop = "exact"``); same budget and seed."""
@@ -307,17 +307,9 @@ def math_policies(args: argparse.Namespace) -> tuple[Policy, Policy]:
         priced = tuple(msgspec.structs.replace(t, stop=stop) for t in tiers)
         task = replay_task(table, tiers=priced, n_max=32)
         rng = np.random.default_rng(args.seed)
-        result = await_optimize(task, ReplaySampler(table, rng), args.budget, rng)
+        result = await optimize(task, ReplaySampler(table, rng), args.budget, rng)
         out.append(result.policy)
     return out[0], out[1]
-
-
-def await_optimize(task: Any, sampler: Any, budget: int, rng: np.random.Generator) -> Any:
-    """``optimize`` from inside the benchmark's running event loop (a worker thread)."""
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, optimize(task, sampler, budget, rng)).result()
 
 
 def exact_accuracy(table: Path, prompt: int, n: int) -> float:
@@ -334,7 +326,7 @@ async def math_tier_rows(args: argparse.Namespace) -> list[Row]:
     the proxy's exact stopping. Realised utility = accuracy − λ · cost per sample ·
     samples launched per request (measured accuracy; "exact" uses the arm's exact
     accuracy on the test split, free of sampling noise across arms)."""
-    full_policy, aware_policy = math_policies(args)
+    full_policy, aware_policy = await math_policies(args)
     cost = np.load(args.table)["cost_per_prompt"]
     rows: list[Row] = []
     for tier, choice in full_policy.tiers.items():

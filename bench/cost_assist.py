@@ -53,7 +53,7 @@ THRESHOLD = StopRule(kind="threshold")
 FULL = StopRule(kind="full")
 
 
-def _bench_module() -> Any:
+def bench_optimizer() -> Any:
     """``bench/optimizer.py`` (its name would shadow the ``optimizer`` package)."""
     spec = importlib.util.spec_from_file_location("bench_optimizer", HERE / "optimizer.py")
     assert spec is not None
@@ -249,7 +249,7 @@ async def assist_tier_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     threshold rule), each tier's fixed-N arm and its threshold rule served on the held-out
     queries at ``args.latency_ms`` per upstream call and ``args.score_latency_ms`` per
     reward call: samples, best reward, realised utility, p50/p99."""
-    module = _bench_module()
+    module = bench_optimizer()
     bench = module.GaussianRewardBench(7, 200)
     rows: list[dict[str, Any]] = []
     async for tier, report, choice, scores, price in served_tiers(
@@ -295,7 +295,7 @@ def _opt_in(task: Any) -> Any:
 def assist_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per tier: means over seeds (realised utilities, samples, waves) and the
     standard error over seeds of the paired gain (rule − fixed N)."""
-    module = _bench_module()
+    module = bench_optimizer()
     bench = module.GaussianRewardBench(7, 200)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     runs = [asyncio.run(one_seed(bench, module, s, args)) for s in seeds]

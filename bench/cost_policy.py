@@ -29,23 +29,13 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from optimizer import RecordedTable, ReplaySampler, load_table, optimize, replay_task  # noqa: E402
-from optimizer.exact import majority_credit_exact  # noqa: E402
 from policies.tiers import parse_tiers  # noqa: E402
 
 sys.path.append(str(HERE))
-from _stopping import CACHE, exact_stop_samples  # noqa: E402
+from _stopping import exact_stop_samples  # noqa: E402
+from cost_assist import bench_optimizer  # noqa: E402
 
 DATA = HERE.parent / ".." / "shared" / "data" / "MATH_final.npz"
-
-
-def accuracy(table: RecordedTable, n_max: int) -> np.ndarray:
-    path = CACHE / f"cost-policy-acc-{table.num_prompts}x{table.num_queries}-{n_max}.npy"
-    if path.exists():
-        return np.load(path)
-    acc = majority_credit_exact(table.cat_probs, table.answers, n_max)
-    CACHE.mkdir(exist_ok=True)
-    np.save(path, acc)
-    return acc
 
 
 def main() -> None:
@@ -67,7 +57,7 @@ def main() -> None:
     names = [t.name for t in full_tiers]
     lam = np.array([t.cost_weight for t in full_tiers])
     cost = table.cost_per_prompt
-    acc = accuracy(table, k)  # (P, Q, K)
+    acc = bench_optimizer().exact_accuracy(table, k)  # (P, Q, K)
     tau = exact_stop_samples(table.cat_probs, k)  # (P, Q, K)
     sizes = np.arange(1, k + 1)
 
