@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -147,23 +149,32 @@ async def test_streamed_task_without_usage_and_a_failed_stream_ends_in_an_error(
     assert '"code":"upstream_error"' in last
 
 
+async def ask_each_tier(
+    client: httpx.AsyncClient, tiers: Sequence[str]
+) -> dict[str, httpx.Response]:
+    """One chat request of task math per tier, each answered 200."""
+    responses = {}
+    for tier in tiers:
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
+        )
+        assert response.status_code == 200, response.text
+        responses[tier] = response
+    return responses
+
+
 async def test_stopping_rules_per_tier_say_how_they_stopped(tmp_path: Path) -> None:
     # premium (N=8) stops confidently, standard (N=4) exactly, economy (N=1) draws its one
     upstream = ScriptedUpstream(["12"])
     task = {"early_stop": True, "tiers": {"premium": {"stop": "confident", "delta": 0.05}}}
     async with running_proxy(make_config(tmp_path, task=task), upstream) as (client, _):
-        stopped = {}
-        for tier in ("economy", "standard", "premium"):
-            response = await client.post(
-                "/v1/chat/completions",
-                json=chat_body(),
-                headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
-            )
-            assert response.status_code == 200, response.text
-            stopped[tier] = response.headers["x-iapo-stopped"]
+        responses = await ask_each_tier(client, ("economy", "standard", "premium"))
         text = (await client.get("/metrics")).text
+    stopped = {tier: r.headers["x-iapo-stopped"] for tier, r in responses.items()}
     assert stopped == {"economy": "full", "standard": "exact", "premium": "confident"}
-    drawn = int(response.headers["x-iapo-samples"].split("/")[1])
+    drawn = int(responses["premium"].headers["x-iapo-samples"].split("/")[1])
     assert drawn < 8
     assert f'iapo_samples_saved_total{{task="math",tier="premium"}} {8 - drawn}.0' in text
     for tier, reason in stopped.items():
@@ -186,14 +197,7 @@ async def test_a_tier_is_served_with_the_rule_the_policy_priced_it_under(
     with caplog.at_level(logging.WARNING, logger="proxy.tasks"):
         config = make_config(tmp_path, policy, task=task)
         async with running_proxy(config, upstream) as (client, _):
-            stopped = {}
-            for tier in ("standard", "premium"):
-                response = await client.post(
-                    "/v1/chat/completions",
-                    json=chat_body(),
-                    headers={"X-IAPO-Task": "math", "X-IAPO-Tier": tier},
-                )
-                assert response.status_code == 200, response.text
-                stopped[tier] = response.headers["x-iapo-stopped"]
+            responses = await ask_each_tier(client, ("standard", "premium"))
+    stopped = {tier: r.headers["x-iapo-stopped"] for tier, r in responses.items()}
     assert stopped == {"standard": "full", "premium": "exact"}
     assert "serving stop = 'full' where the policy priced N under stop = 'confident'" in caplog.text
