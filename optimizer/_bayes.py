@@ -99,6 +99,29 @@ def _credit_table(k_max: int) -> Array:
     return table
 
 
+def _mass_powers(k_max: int) -> tuple[Array, Array]:
+    """0!..k_max!, and (4, J, k_max + 1): each grid mass to the power 0..k_max over that
+    power's factorial."""
+    factorial = np.exp([lgamma(i + 1) for i in range(k_max + 1)])
+    powers: Array = _grid().T[:, :, None] ** np.arange(k_max + 1) / factorial
+    return factorial, powers
+
+
+def _vote_weights(
+    powers: Array,
+    a: npt.NDArray[np.int64],
+    b: npt.NDArray[np.int64],
+    c: npt.NDArray[np.int64],
+    s: npt.NDArray[np.int64],
+) -> Array:
+    """(J, V): Π mass**count / count! of each vote vector (a gold, b and c the two wrong
+    answers, s one-offs) under each grid point; times t! it is the vector's probability."""
+    prob: Array = powers[0][:, a] * powers[1][:, b]
+    prob *= powers[2][:, c]
+    prob *= powers[3][:, s]
+    return prob
+
+
 def _build_credit_table(k_max: int) -> Array:
     """(J, k_max): exact expected majority credit of gold under each grid point θ.
 
@@ -107,9 +130,7 @@ def _build_credit_table(k_max: int) -> Array:
     of four tabulated ``mass**count / count!`` (no exp of a log per grid point and vote).
     """
     grid = _grid()
-    factorial = np.exp([lgamma(i + 1) for i in range(k_max + 1)])
-    # (4, J, k_max + 1): each mass to the power 0..k_max, over that power's factorial
-    powers = grid.T[:, :, None] ** np.arange(k_max + 1) / factorial
+    factorial, powers = _mass_powers(k_max)
     out = np.empty((grid.shape[0], k_max))
     for k in range(1, k_max + 1):
         a, b, c, s = _votes(k).T
@@ -117,10 +138,7 @@ def _build_credit_table(k_max: int) -> Array:
         wins = a == top
         a, b, c, s, top = a[wins], b[wins], c[wins], s[wins], top[wins]
         tied = 1 + (b == top) + (c == top) + np.where(top == 1, s, 0)
-        prob = powers[0][:, a] * powers[1][:, b]
-        prob *= powers[2][:, c]
-        prob *= powers[3][:, s]
-        out[:, k - 1] = prob @ (factorial[k] / tied)
+        out[:, k - 1] = _vote_weights(powers, a, b, c, s) @ (factorial[k] / tied)
     return out
 
 
@@ -284,8 +302,7 @@ def samples_table(k_max: int, stops_early: bool) -> Array:
     sizes = np.arange(1, k_max + 1, dtype=np.float64)
     if not stops_early:
         return np.broadcast_to(sizes, (grid.shape[0], k_max)).copy()
-    factorial = np.exp([lgamma(i + 1) for i in range(k_max + 1)])
-    powers = grid.T[:, :, None] ** np.arange(k_max + 1) / factorial
+    factorial, powers = _mass_powers(k_max)
     out = np.ones((grid.shape[0], k_max))
     for t in range(1, k_max):
         votes = _votes(t)
@@ -294,10 +311,7 @@ def samples_table(k_max: int, stops_early: bool) -> Array:
         tallies = np.stack([a, b, c, (s >= 1).astype(np.int64), (s >= 2).astype(np.int64)], 1)
         top2 = -np.sort(-tallies, axis=1)[:, :2]
         h = top2[:, 0] - top2[:, 1] + t
-        prob = powers[0][:, a] * powers[1][:, b]
-        prob *= powers[2][:, c]
-        prob *= powers[3][:, s]
-        prob *= factorial[t]
+        prob = _vote_weights(powers, a, b, c, s) * factorial[t]
         # P(h_t ≤ N) for every N > t at once: (J, V) @ (V, K) indicators
         running = (h[:, None] <= sizes[None, :]) & (sizes[None, :] > t)
         out += prob @ running.astype(np.float64)
